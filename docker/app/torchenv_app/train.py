@@ -1,0 +1,237 @@
+"""`train`: a seeded demo (classifier, cross-entropy, Adam) whose loss must fall.
+
+Writes metrics.json and checkpoint.pt to the output directory and exits non-zero when
+something is wrong; each failure has its own exit code (see EXIT_* below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from torchenv_app.support import compile_unsupported
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_LOSS_DID_NOT_FALL = 3
+EXIT_OUTPUT_NOT_WRITABLE = 4
+EXIT_DEVICE_UNAVAILABLE = 5
+EXIT_LOSS_NOT_FINITE = 6
+
+# "Clearly below": the last epoch's mean loss must be at most this share of the first's.
+REQUIRED_LOSS_RATIO = 0.5
+
+FEATURES, CLASSES, HIDDEN = 16, 4, 64
+
+
+class TrainError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="train", description="Train torchenv's seeded demo classifier.")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when visible, else cpu")
+    parser.add_argument("--epochs", type=positive_int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=positive_int, default=4096, help="size of the synthetic dataset")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--lr", type=positive_float, default=0.003, help="Adam's learning rate")
+    parser.add_argument("--compile", action="store_true", help="train a torch.compile'd model")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (float16, GPU only)")
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("TORCHENV_OUT", "out")), help="where metrics.json and checkpoint.pt go"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    return parser.parse_args(argv)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise TrainError(
+            "--device cuda: no GPU is visible in this container; run it with --gpus all (compose: --profile gpu) or use --device cpu",
+            EXIT_DEVICE_UNAVAILABLE,
+        )
+    if requested == "auto":
+        return "cuda" if available else "cpu"
+    return requested
+
+
+def check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise TrainError(
+            f"output directory {out} is not writable by uid {os.getuid()} ({error.strerror}); "
+            "mount a writable directory there or pass --out /tmp/out",
+            EXIT_OUTPUT_NOT_WRITABLE,
+        ) from None
+
+
+def make_dataset(samples: int, seed: int) -> tuple[Any, Any]:
+    """Gaussian blobs: CLASSES centres in FEATURES dimensions, overlapping enough to need training."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(CLASSES, FEATURES, generator=generator) * 0.7
+    labels = torch.randint(0, CLASSES, (samples,), generator=generator)
+    features = centres[labels] + torch.randn(samples, FEATURES, generator=generator)
+    return features, labels
+
+
+def make_model() -> Any:
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
+
+
+def save_to(torch: Any, state: dict[str, Any], path: Path) -> None:
+    torch.save(state, path)
+
+
+def atomic_write(path: Path, writer: Any) -> None:
+    partial = path.with_name(path.name + ".partial")
+    writer(partial)
+    os.replace(partial, path)
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from torch import nn
+
+    device = pick_device(args.device)
+    if args.compile and (reason := compile_unsupported()):
+        raise TrainError(f"--compile: {reason}", EXIT_USAGE)
+    check_output_dir(args.out)
+    amp = args.amp and device == "cuda"
+    if args.amp and not amp:
+        print("train: --amp applies on a GPU only; training in float32 on the CPU", file=sys.stderr)
+
+    torch.manual_seed(args.seed)
+    features, labels = make_dataset(args.samples, args.seed)
+    model = make_model().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scaler = torch.cuda.amp.GradScaler(enabled=amp)
+    checkpoint_path, metrics_path = args.out / "checkpoint.pt", args.out / "metrics.json"
+
+    history: list[dict[str, float]] = []
+    if args.resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = state["history"]
+        print(f"train: resumed from {checkpoint_path} after epoch {len(history)}")
+    step = torch.compile(model) if args.compile else model
+    loss_function = nn.CrossEntropyLoss()
+    order = torch.Generator().manual_seed(args.seed + 1)
+
+    print(
+        f"train: {args.samples} samples, {args.epochs} epochs on {device}"
+        + (" (compiled)" if args.compile else "")
+        + (" with AMP" if amp else "")
+    )
+    for epoch in range(len(history) + 1, args.epochs + 1):
+        start = time.perf_counter()
+        permutation = torch.randperm(args.samples, generator=order)
+        total_loss, correct = 0.0, 0
+        for first in range(0, args.samples, args.batch_size):
+            batch = permutation[first : first + args.batch_size]
+            x, y = features[batch].to(device), labels[batch].to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
+                logits = step(x)
+                loss = loss_function(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainError(
+                    f"loss became {loss.item()} in epoch {epoch}; lower --lr (now {args.lr}) or drop --amp",
+                    EXIT_LOSS_NOT_FINITE,
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += loss.item() * len(batch)
+            correct += (logits.argmax(dim=1) == y).sum().item()
+        seconds = time.perf_counter() - start
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": total_loss / args.samples,
+                "accuracy": correct / args.samples,
+                "seconds": seconds,
+                "samples_per_second": args.samples / seconds,
+            }
+        )
+        print(f"epoch {epoch:3d}/{args.epochs}  loss {history[-1]['loss']:.4f}  accuracy {history[-1]['accuracy']:.3f}  ({seconds:.2f}s)")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history, "seed": args.seed}
+        atomic_write(checkpoint_path, functools.partial(save_to, torch, state))
+
+    metrics = {
+        "variant": os.environ.get("TORCHENV_VARIANT", ""),
+        "torch": torch.__version__,
+        "device": device,
+        "compile": args.compile,
+        "amp": amp,
+        "seed": args.seed,
+        "samples": args.samples,
+        "epochs": history,
+        "first_loss": history[0]["loss"],
+        "final_loss": history[-1]["loss"],
+        "final_accuracy": history[-1]["accuracy"],
+        "loss_fell": history[-1]["loss"] <= REQUIRED_LOSS_RATIO * history[0]["loss"],
+    }
+    atomic_write(metrics_path, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        metrics = train(args)
+    except TrainError as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return error.exit_code
+    if not metrics["loss_fell"]:
+        print(
+            f"train: error: loss did not fall clearly: first epoch {metrics['first_loss']:.4f}, "
+            f"last {metrics['final_loss']:.4f} (needs <= {REQUIRED_LOSS_RATIO:.0%} of the first); try more --epochs",
+            file=sys.stderr,
+        )
+        return EXIT_LOSS_DID_NOT_FALL
+    print(f"train: loss fell from {metrics['first_loss']:.4f} to {metrics['final_loss']:.4f}; metrics in {args.out / 'metrics.json'}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""`verify`: proves the environment works, check by check, and exits non-zero if one fails.
+
+Expectations come from the image's TORCHENV_* environment (set from the matrix at build
+time), so the same code verifies every variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from torchenv_app import gpu
+from torchenv_app.support import compile_unsupported
+
+OK, FAIL, SKIP = "ok", "fail", "skip"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+
+
+def expected(name: str) -> str:
+    return os.environ.get(f"TORCHENV_{name.upper()}", "")
+
+
+def check_python() -> Check:
+    found = "{}.{}.{}".format(*sys.version_info[:3])
+    want = expected("python")
+    ok = not want or found.startswith(want + ".")
+    return Check("python", OK if ok else FAIL, found if ok else f"{found}, expected {want}")
+
+
+def check_packages() -> Check:
+    import torch
+    import torchaudio
+    import torchvision
+
+    # Compare the installed distributions (what pip pinned); torch.__version__ may carry a
+    # local label on top (PyPI's 2.0.1 calls itself 2.0.1+cu117).
+    for module in (torch, torchvision, torchaudio):
+        assert module.__version__.startswith(importlib.metadata.version(module.__name__))
+    found = {name: importlib.metadata.version(name) for name in ("torch", "torchvision", "torchaudio")}
+    wrong = [
+        f"{name} {version} (expected {expected(name)})" for name, version in found.items() if expected(name) and version != expected(name)
+    ]
+    detail = ", ".join(f"{name} {version}" for name, version in found.items())
+    return Check("packages", FAIL if wrong else OK, "; ".join(wrong) if wrong else detail)
+
+
+def check_cuda_build() -> Check:
+    import torch
+
+    found = torch.version.cuda or "none"
+    want = expected("cuda") or found
+    if found != want:
+        return Check("cuda build", FAIL, f"torch built for CUDA {found}, expected {want}")
+    return Check("cuda build", OK, "CPU-only build" if found == "none" else f"CUDA {found}")
+
+
+def check_cudnn() -> Check:
+    import torch
+
+    if torch.version.cuda is None:
+        return Check("cudnn", SKIP, "CPU-only build has no cuDNN")
+    if not torch.backends.cudnn.is_available():
+        return Check("cudnn", FAIL, "torch was built with CUDA but cuDNN is not available")
+    version = torch.backends.cudnn.version()  # loads libcudnn for real
+    if not version:
+        return Check("cudnn", FAIL, "libcudnn did not load")
+    major, minor, patch = version // 1000, version % 1000 // 100, version % 100
+    return Check("cudnn", OK, f"{major}.{minor}.{patch} loaded")
+
+
+def check_gpu() -> Check:
+    import torch
+
+    driver = gpu.driver_version()
+    minimum = expected("min_driver")
+    if driver and minimum and gpu.version_tuple(driver) < gpu.version_tuple(minimum):
+        return Check(
+            "gpu",
+            FAIL,
+            f"NVIDIA driver {driver} is too old for CUDA {torch.version.cuda}: this variant needs >= {minimum}; "
+            "upgrade the host driver or use an older CUDA variant",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's generic driver warning; we say it better above
+        available = torch.cuda.is_available()
+    if available:
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return Check("gpu", OK, f"{torch.cuda.device_count()} visible: {names} (driver {driver or 'unknown'})")
+    required = os.environ.get("TORCHENV_REQUIRE_GPU") == "1"
+    if torch.version.cuda is None:
+        why = "CPU-only build"
+    elif driver:
+        why = f"driver {driver} present but no usable device"
+    else:
+        why = "no NVIDIA driver in this container (run with --gpus all or the compose gpu profile)"
+    return Check("gpu", FAIL if required else SKIP, f"none visible: {why}")
+
+
+def check_matmul() -> Check:
+    import torch
+
+    # Small integers: the product is exact in float32, so any difference is a real fault.
+    a = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    b = torch.arange(8, dtype=torch.float32).reshape(4, 2)
+    want = [[sum(a_row[k] * b_col[k] for k in range(4)) for b_col in zip(*b.tolist(), strict=True)] for a_row in a.tolist()]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        got = (a.to(device) @ b.to(device)).cpu().tolist()
+        if got != want:
+            return Check("matmul", FAIL, f"{device}: got {got}, expected {want}")
+    return Check("matmul", OK, "exact on " + ", ".join(devices))
+
+
+def check_numpy_bridge() -> Check:
+    import numpy
+    import torch
+
+    array = numpy.arange(6, dtype=numpy.float32).reshape(2, 3)
+    tensor = torch.from_numpy(array)
+    back = (tensor * 2).numpy()
+    if back.tolist() != (array * 2).tolist():
+        return Check("numpy bridge", FAIL, f"torch <-> numpy {numpy.__version__} gave {back.tolist()}")
+    return Check("numpy bridge", OK, f"numpy {numpy.__version__} both ways")
+
+
+def check_compile() -> Check:
+    import torch
+    import torch._dynamo
+
+    if reason := compile_unsupported():
+        return Check("torch.compile", SKIP, reason)
+
+    def function(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * 2 + torch.cos(x)
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    timings = []
+    for device in devices:
+        x = torch.linspace(-3, 3, 257, device=device)
+        torch._dynamo.reset()
+        start = time.perf_counter()
+        try:
+            compiled = torch.compile(function, backend="inductor")
+            got = compiled(x)
+        except Exception as error:  # any compiler failure is the finding
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return Check("torch.compile", FAIL, f"{device}: {type(error).__name__}: {first_line[:300]}")
+        if not torch.allclose(got, function(x), atol=1e-5):
+            return Check("torch.compile", FAIL, f"{device}: compiled result differs from eager")
+        timings.append(f"{device} {time.perf_counter() - start:.1f}s")
+    return Check("torch.compile", OK, "inductor compiled and matched eager on " + ", ".join(timings))
+
+
+CHECKS: list[Callable[[], Check]] = [
+    check_python,
+    check_packages,
+    check_cuda_build,
+    check_cudnn,
+    check_gpu,
+    check_matmul,
+    check_numpy_bridge,
+    check_compile,
+]
+
+
+def run_checks(skip_compile: bool) -> list[Check]:
+    results = []
+    for check in CHECKS:
+        if skip_compile and check is check_compile:
+            results.append(Check("torch.compile", SKIP, "skipped by --no-compile"))
+            continue
+        try:
+            results.append(check())
+        except Exception as error:  # a crashing check is a failed check
+            name = check.__name__.removeprefix("check_").replace("_", " ")
+            results.append(Check(name, FAIL, f"{type(error).__name__}: {error}"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="verify", description="Check this torchenv image end to end.")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile check (it takes seconds)")
+    args = parser.parse_args(argv)
+
+    results = run_checks(args.no_compile)
+    passed = all(result.status != FAIL for result in results)
+    if args.json:
+        report = {
+            "variant": expected("variant"),
+            "platform": platform.machine(),
+            "passed": passed,
+            "checks": [asdict(result) for result in results],
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"torchenv verify: variant {expected('variant') or '?'} on {platform.machine()}")
+        for result in results:
+            print(f"  {result.status.upper():4}  {result.name:14} {result.detail}")
+        print("all checks passed" if passed else "FAILED: " + ", ".join(r.name for r in results if r.status == FAIL))
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

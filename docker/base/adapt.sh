@@ -1,0 +1,41 @@
+#!/bin/sh
+# Makes any base fit torchenv, and proves our own base does: the wanted python3 with venv
+# and headers, a C/C++ compiler (torch.compile needs them at run time), and the non-root
+# user 1000. On torchenv's mmdebstrap base everything is there and nothing changes; an
+# upstream Debian/Ubuntu base gets what is missing from its own apt sources.
+set -eu
+want_python=$1
+
+missing=""
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
+[ -n "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)" ] \
+  && [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
+  || missing="$missing python3-dev"
+command -v gcc >/dev/null 2>&1 || missing="$missing gcc"
+command -v g++ >/dev/null 2>&1 || missing="$missing g++"
+
+if [ -n "$missing" ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "torchenv: error: the base image lacks$missing and has no apt-get to install them; use a Debian/Ubuntu base or the default mmdebstrap:bookworm" >&2
+    exit 1
+  fi
+  echo "torchenv: the base image lacks$missing; installing them with apt-get" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    ca-certificates python3 python3-venv python3-dev gcc g++ >/dev/null
+  rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
+fi
+
+have_python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "$have_python" != "$want_python" ]; then
+  echo "torchenv: error: the base image's python3 is $have_python, the variant wants $want_python; pick a base with Python $want_python or change python in images/matrix.toml" >&2
+  exit 1
+fi
+
+if ! getent passwd 1000 >/dev/null 2>&1; then
+  echo "torchenv:x:1000:1000::/home/torchenv:/usr/sbin/nologin" >>/etc/passwd
+  getent group 1000 >/dev/null 2>&1 || echo "torchenv:x:1000:" >>/etc/group
+fi
+home=$(getent passwd 1000 | cut -d: -f6)
+[ -d "$home" ] || { mkdir -p "$home"; chown 1000:1000 "$home"; }

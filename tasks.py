@@ -1,0 +1,147 @@
+"""torchenv's command surface. Each task is a thin shell over the torchenv package.
+
+Run `invoke --list` (or ./invokew --list) to see them; settings come from TORCHENV_*
+variables or the `torchenv:` section of invoke.yaml (see torchenv/settings.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Collection, Context, task
+
+from torchenv import PROJECT_ROOT, compose, engine, listing
+from torchenv.build import build_variant, image_tag
+from torchenv.errors import TorchenvError
+from torchenv.matrix import Matrix, Variant, load_matrix
+from torchenv.settings import Settings
+
+
+def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """TorchenvErrors end the command with their one line and exit code, no traceback
+    (set TORCHENV_DEBUG=1 for one)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except TorchenvError as error:
+            if os.environ.get("TORCHENV_DEBUG") == "1":
+                raise
+            print(f"torchenv: error: {error}", file=sys.stderr)
+            sys.exit(error.exit_code)
+
+    return wrapper
+
+
+def settings_of(c: Context) -> Settings:
+    return Settings.load(c.config.get("torchenv", {}))
+
+
+def matrix_of(settings: Settings) -> Matrix:
+    return load_matrix(settings.matrix)
+
+
+def chosen(c: Context, variant: str | None, all_variants: bool = False) -> tuple[Settings, Matrix, list[Variant]]:
+    settings = settings_of(c)
+    matrix = matrix_of(settings)
+    return settings, matrix, matrix.select(variant, all_variants)
+
+
+@task(name="list")
+@one_line_errors
+def list_(c: Context, markdown: bool = False) -> None:
+    """Print the variant matrix (validated) as a table."""
+    matrix = matrix_of(settings_of(c))
+    print(listing.markdown_table(matrix) if markdown else listing.text_table(matrix))
+
+
+@task(help={"variant": "variant to build (default: the matrix's default)", "all": "build every variant"})
+@one_line_errors
+def build(c: Context, variant: str | None = None, all: bool = False) -> None:
+    """Build, verify and tag a variant's image."""
+    settings, matrix, variants = chosen(c, variant, all)
+    for entry in variants:
+        build_variant(entry, matrix, settings)
+    compose.prepare()
+
+
+def run_in_image(c: Context, variant: str | None, command: list[str], interactive: bool = False) -> None:
+    settings, _, (entry,) = chosen(c, variant)
+    tag = image_tag(entry, settings)
+    if not engine.image_id(tag):
+        raise TorchenvError(f"no image {tag} yet; build it first: invoke build --variant {entry.name}")
+    compose.prepare()
+    args = engine.run_args(tag, command)
+    args[2:2] = ["--user", f"{os.getuid()}:{os.getgid()}", "--volume", f"{compose.OUT_DIR}:/out"] + (["-it"] if interactive else [])
+    sys.exit(subprocess.run(["docker", *args]).returncode)
+
+
+@task(help={"variant": "variant to run (default: the matrix's default)"})
+@one_line_errors
+def verify(c: Context, variant: str | None = None, json: bool = False) -> None:
+    """Run `verify` in a built variant's container."""
+    run_in_image(c, variant, ["verify"] + (["--json"] if json else []))
+
+
+@task(help={"variant": "variant to run", "args": "extra arguments for train, e.g. '--epochs 3'"})
+@one_line_errors
+def train(c: Context, variant: str | None = None, args: str = "") -> None:
+    """Run the training demo in a built variant's container; output lands in ./out."""
+    run_in_image(c, variant, ["train", *args.split()])
+
+
+@task(help={"variant": "variant to open a shell in"})
+@one_line_errors
+def shell(c: Context, variant: str | None = None) -> None:
+    """Open a bash shell in a built variant's container."""
+    run_in_image(c, variant, ["bash"], interactive=True)
+
+
+@task(help={"variant": "also build+test only this variant's image (default: every variant buildable here)", "unit": "unit tests only"})
+@one_line_errors
+def test(c: Context, variant: str | None = None, unit: bool = False) -> None:
+    """Run the test suite: unit tests, then the images' testinfra checks."""
+    args = [sys.executable, "-m", "pytest", "-ra"]
+    if unit:
+        args += ["tests/unit"]
+    elif variant:
+        matrix_of(settings_of(c)).get(variant)  # unknown names fail here, in one line
+        args += ["--variants", variant]
+    sys.exit(subprocess.run(args, cwd=PROJECT_ROOT).returncode)
+
+
+@task
+@one_line_errors
+def demo(c: Context) -> None:
+    """Build the default variant, then `docker compose run` verify and train."""
+    settings, matrix, (entry,) = chosen(c, None)
+    build_variant(entry, matrix, settings)
+    compose.prepare()
+    env = {**os.environ, **compose.user_environment()}
+    for service in ("verify", "train"):
+        if subprocess.run(["docker", "compose", "run", "--rm", service], cwd=PROJECT_ROOT, env=env).returncode != 0:
+            raise TorchenvError(f"docker compose run {service} failed (output above)")
+    print(f"torchenv: demo done; metrics and checkpoint are in {compose.OUT_DIR}")
+
+
+@task
+@one_line_errors
+def clean(c: Context) -> None:
+    """Remove torchenv's images and its build cache (nothing else of Docker's)."""
+    settings = settings_of(c)
+    images = engine.images_with_label("io.torchenv.variant") + engine.images_with_label("io.torchenv.base")
+    images += engine.images_named(settings.image_name)
+    for image in sorted(set(images)):
+        engine.docker("image", "rm", "--force", image)
+    engine.docker("builder", "prune", "--force", "--filter", "description~=torchenv")
+    print(f"torchenv: removed {len(set(images))} images and torchenv's build cache")
+
+
+namespace = Collection(list_, build, verify, train, shell, test, demo, clean)
+namespace.configure({"torchenv": {}})

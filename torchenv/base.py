@@ -1,0 +1,101 @@
+"""The default base image: a Debian root filesystem made by mmdebstrap, imported FROM scratch.
+
+Every variant builds on it, so it is made once per set of inputs and reused: its tag
+carries a hash of everything that shapes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from torchenv import PROJECT_ROOT, engine
+from torchenv.errors import TorchenvError
+from torchenv.settings import Settings
+
+BASE_REPOSITORY = "torchenv-base"
+BASE_DOCKERFILE = PROJECT_ROOT / "docker" / "base" / "Dockerfile"
+
+# Python with venv and headers, a C/C++ compiler (torch.compile builds code at run
+# time: inductor on the CPU, triton's launcher on the GPU), CA certificates. No more.
+PACKAGES = ("ca-certificates", "python3", "python3-venv", "python3-dev", "gcc", "g++")
+# Documentation is not needed at run time; copyright files stay, as Debian asks.
+DPKG_OPTIONS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/lintian/*",
+)
+# The non-root user with a fixed numeric UID, and the demo's output directory.
+CUSTOMIZE_HOOKS = (
+    'echo "torchenv:x:1000:1000::/home/torchenv:/usr/sbin/nologin" >> "$1/etc/passwd"',
+    'echo "torchenv:x:1000:" >> "$1/etc/group"',
+    'mkdir -p "$1/home/torchenv" "$1/out" && chown 1000:1000 "$1/home/torchenv" "$1/out"',
+    'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',
+)
+# Used when the project is not a git checkout: any fixed value keeps builds repeatable.
+FALLBACK_EPOCH = 1700000000
+
+
+def source_date_epoch() -> int:
+    """The commit time of the last change to the base's definition, not the clock, so the
+    base (and everything above it) does not change when unrelated code does."""
+    result = subprocess.run(
+        ["git", "log", "-1", "--format=%ct", "--", "torchenv/base.py", "docker/base/"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    stamp = result.stdout.strip()
+    return int(stamp) if result.returncode == 0 and stamp.isdigit() else FALLBACK_EPOCH
+
+
+def base_inputs(suite: str, settings: Settings) -> dict[str, object]:
+    return {
+        "suite": suite,
+        "packages": PACKAGES,
+        "dpkg_options": DPKG_OPTIONS,
+        "hooks": CUSTOMIZE_HOOKS,
+        "mirror": settings.debian_mirror,
+        "epoch": source_date_epoch(),
+        "dockerfile": BASE_DOCKERFILE.read_text(),
+    }
+
+
+def base_reference(suite: str, settings: Settings) -> str:
+    digest = hashlib.sha256(json.dumps(base_inputs(suite, settings), sort_keys=True).encode()).hexdigest()
+    return f"{BASE_REPOSITORY}:{suite}-{digest[:12]}"
+
+
+def ensure_base(suite: str, settings: Settings) -> str:
+    """The base image for a Debian suite; built only when no image of these inputs exists."""
+    reference = base_reference(suite, settings)
+    if engine.image_id(reference):
+        return reference
+    if shutil.which("mmdebstrap") is None:
+        raise TorchenvError("mmdebstrap is not installed; run ./invokew once (it installs it) or `sudo apt-get install mmdebstrap`")
+    epoch = base_inputs(suite, settings)["epoch"]
+    print(f"torchenv: making the Debian {suite} base with mmdebstrap (once; about a minute)", flush=True)
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="base-", dir=settings.work_dir) as context:
+        rootfs = Path(context) / "rootfs.tar"
+        command = ["mmdebstrap", "--variant=apt", "--quiet", "--format=tar", "--include=" + ",".join(PACKAGES)]
+        command += [f"--dpkgopt={option}" for option in DPKG_OPTIONS]
+        command += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
+        command += [suite, str(rootfs)] + ([settings.debian_mirror] if settings.debian_mirror else [])
+        made = subprocess.run(command, env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}, capture_output=True, text=True)
+        if made.returncode != 0:
+            raise TorchenvError(f"mmdebstrap could not make the {suite} base: {engine.last_line(made.stderr)}")
+        shutil.copy(BASE_DOCKERFILE, Path(context) / "Dockerfile")
+        engine.docker(
+            "buildx", "build", "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", "--label", f"io.torchenv.base={suite}",
+            "--tag", reference, "--quiet", context,
+        )  # fmt: skip
+    return reference

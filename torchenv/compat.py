@@ -1,0 +1,51 @@
+"""What PyTorch actually released: the data every matrix entry is checked against.
+
+Sources: PyTorch's release notes and wheel metadata, NVIDIA's driver compatibility
+tables (see ../shared/FACTS.md when working on torchenv itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TorchRelease:
+    torchvision: str
+    torchaudio: str
+    # CUDA versions with an official build; "none" is the CPU-only build.
+    builds: tuple[str, ...]
+    # The build PyPI serves for Linux x86_64 (no local version label).
+    pypi_build: str
+    python_min: tuple[int, int]
+    python_max: tuple[int, int]
+
+
+TORCH_RELEASES: dict[str, TorchRelease] = {
+    "2.0.0": TorchRelease("0.15.1", "2.0.1", ("none", "11.7", "11.8"), "11.7", (3, 8), (3, 11)),
+    "2.0.1": TorchRelease("0.15.2", "2.0.2", ("none", "11.7", "11.8"), "11.7", (3, 8), (3, 11)),
+    "2.1.0": TorchRelease("0.16.0", "2.1.0", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11)),
+    "2.1.1": TorchRelease("0.16.1", "2.1.1", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11)),
+    "2.1.2": TorchRelease("0.16.2", "2.1.2", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11)),
+}
+
+# Minimum Linux driver for a CUDA major version (minor-version compatibility).
+MIN_DRIVER_BY_CUDA_MAJOR: dict[str, str] = {"11": "450.80.02", "12": "525.60.13"}
+
+# The Python that each Debian suite ships, for bases made by mmdebstrap.
+DEBIAN_PYTHON: dict[str, str] = {"bookworm": "3.11", "trixie": "3.13"}
+
+# Wheel sources: "pypi", or the PyTorch index channel named after the build.
+PYPI = "pypi"
+PYTORCH_PREFIX = "pytorch-"
+
+
+def channel_for_build(cuda: str) -> str:
+    """The PyTorch index channel (and local version label) of a build: cpu, cu118, ..."""
+    return "cpu" if cuda == "none" else "cu" + cuda.replace(".", "")
+
+
+def min_driver(cuda: str) -> str | None:
+    if cuda == "none":
+        return None
+    return MIN_DRIVER_BY_CUDA_MAJOR[cuda.split(".")[0]]

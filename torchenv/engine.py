@@ -1,0 +1,74 @@
+"""The Docker CLI, called as a subprocess; failures become one-line TorchenvErrors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+from torchenv.errors import TorchenvError
+
+
+def docker(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs `docker ARGS`, capturing output."""
+    if shutil.which("docker") is None:
+        raise TorchenvError("the docker CLI is not on PATH; run ./invokew (it installs the engine) or install Docker Engine >= 23")
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise TorchenvError(f"docker {args[0]} failed: {last_line(result.stderr) or last_line(result.stdout)}")
+    return result
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def require_engine() -> None:
+    """Fails in one line unless the daemon answers and buildx is there."""
+    info = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
+    if info.returncode != 0 or not info.stdout.strip():
+        raise TorchenvError(
+            "the Docker daemon does not answer on /var/run/docker.sock (or DOCKER_HOST); "
+            "start it (./invokew starts it, or `sudo systemctl start docker`) and retry"
+        )
+    if docker("buildx", "version", check=False).returncode != 0:
+        raise TorchenvError("docker buildx is missing; install the docker-buildx package (./invokew does) and retry")
+
+
+def image_id(reference: str) -> str | None:
+    result = docker("image", "inspect", "--format", "{{.Id}}", reference, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def image_labels(reference: str) -> dict[str, str]:
+    result = docker("image", "inspect", "--format", "{{json .Config.Labels}}", reference)
+    return json.loads(result.stdout) or {}
+
+
+def images_with_label(label: str) -> list[str]:
+    result = docker("image", "ls", "--filter", f"label={label}", "--format", "{{.Repository}}:{{.Tag}}")
+    return [line for line in result.stdout.split() if not line.endswith(":<none>")]
+
+
+def images_named(repository: str) -> list[str]:
+    result = docker("image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}")
+    return [line for line in result.stdout.split() if not line.endswith(":<none>")]
+
+
+def tag(source: str, target: str) -> None:
+    docker("tag", source, target)
+
+
+def run_args(image: str, command: Sequence[str], *, hardened: bool = True) -> list[str]:
+    """`docker run` arguments for a throwaway container as torchenv runs its images:
+    offline, read-only, no capabilities; /tmp is an exec tmpfs for torch.compile."""
+    flags = ["run", "--rm"]
+    if hardened:
+        flags += [
+            "--network", "none",
+            "--read-only", "--tmpfs", "/tmp:exec,mode=1777",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        ]  # fmt: skip
+    return [*flags, image, *command]

@@ -1,0 +1,37 @@
+"""`invoke list`: the matrix as a table, as users and the README see it."""
+
+from __future__ import annotations
+
+from torchenv.matrix import Matrix
+
+COLUMNS = ("variant", "torch", "torchvision", "torchaudio", "python", "cuda", "wheels from", "min. driver", "base")
+
+
+def rows(matrix: Matrix) -> list[tuple[str, ...]]:
+    return [
+        (
+            name + (" (default)" if name == matrix.default_variant else ""),
+            v.torch,
+            v.torchvision,
+            v.torchaudio,
+            v.python,
+            v.cuda,
+            "PyPI" if v.pytorch_channel is None else f"PyTorch index ({v.pytorch_channel})",
+            v.min_driver or "-",
+            v.base,
+        )
+        for name, v in matrix.variants.items()
+    ]
+
+
+def text_table(matrix: Matrix) -> str:
+    table = [COLUMNS, *rows(matrix)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(matrix: Matrix) -> str:
+    table = [COLUMNS, tuple("---" for _ in COLUMNS), *rows(matrix)]
+    return "\n".join("| " + " | ".join(row) + " |" for row in table)

@@ -1,0 +1,301 @@
+"""Loads images/matrix.toml and rejects anything PyTorch never shipped, in one line."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchenv import PROJECT_ROOT, compat
+from torchenv.errors import TorchenvError
+
+DEFAULT_MATRIX = PROJECT_ROOT / "images" / "matrix.toml"
+
+TOP_LEVEL_KEYS = ("default_variant", "defaults", "variants")
+VARIANT_KEYS = ("torch", "torchvision", "torchaudio", "python", "cuda", "wheel_source", "base")
+VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MMDEBSTRAP_PREFIX = "mmdebstrap:"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    torch: str
+    torchvision: str
+    torchaudio: str
+    python: str
+    cuda: str
+    wheel_source: str
+    base: str
+
+    @property
+    def torch_release(self) -> str:
+        """torch's version without the local label: "2.0.1+cu118" -> "2.0.1"."""
+        return self.torch.split("+")[0]
+
+    @property
+    def min_driver(self) -> str | None:
+        return compat.min_driver(self.cuda)
+
+    @property
+    def pytorch_channel(self) -> str | None:
+        """The PyTorch index channel the wheels come from, or None for PyPI."""
+        if self.wheel_source == compat.PYPI:
+            return None
+        return self.wheel_source.removeprefix(compat.PYTORCH_PREFIX)
+
+    @property
+    def debian_suite(self) -> str | None:
+        """The Debian suite of a base built here, or None for an upstream base image."""
+        if self.base.startswith(MMDEBSTRAP_PREFIX):
+            return self.base.removeprefix(MMDEBSTRAP_PREFIX)
+        return None
+
+    @property
+    def requirements(self) -> list[str]:
+        """The top-level pins pip installs (before locks exist, the resolver fills in the rest).
+
+        numpy<2: torch 2.0/2.1 were compiled against NumPy 1.x and break with NumPy 2.
+        """
+        return [
+            f"torch=={self.torch}",
+            f"torchvision=={self.torchvision}",
+            f"torchaudio=={self.torchaudio}",
+            "numpy<2",
+        ]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    default_variant: str
+    variants: dict[str, Variant]
+
+    def get(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise TorchenvError(
+                f"unknown variant '{name}'; nearest: {nearest(name, self.variants)} "
+                f"(variants: {', '.join(self.variants)}; see `invoke list`)"
+            )
+        return self.variants[name]
+
+    def select(self, name: str | None, all_variants: bool = False) -> list[Variant]:
+        """The variants a command acts on: --all, --variant NAME, or the default."""
+        if all_variants:
+            return list(self.variants.values())
+        return [self.get(name or self.default_variant)]
+
+
+def nearest(word: str, choices: Any) -> str:
+    """The choice a user most likely meant: the longest shared prefix first ("cu999" ->
+    a cu* variant, not "cpu"), then overall similarity, then the later (newer) one."""
+    choices = list(choices)
+
+    def closeness(indexed: tuple[int, str]) -> tuple[int, float, int]:
+        index, choice = indexed
+        prefix = next((i for i, (a, b) in enumerate(zip(word, choice, strict=False)) if a != b), min(len(word), len(choice)))
+        return prefix, difflib.SequenceMatcher(None, word, choice).ratio(), index
+
+    return max(enumerate(choices), key=closeness)[1]
+
+
+def load_matrix(path: Path = DEFAULT_MATRIX) -> Matrix:
+    where = _display(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TorchenvError(f"{where}: matrix file not found; restore it from git or pass --matrix PATH") from None
+    except UnicodeDecodeError as error:
+        raise TorchenvError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
+        raise TorchenvError(f"{where}: TOML syntax error: {error}; fix that line") from None
+    return parse_matrix(raw, where, path)
+
+
+def parse_matrix(raw: dict[str, Any], where: str, path: Path) -> Matrix:
+    _reject_unknown(raw, TOP_LEVEL_KEYS, f"{where}: top level")
+    defaults = raw.get("defaults", {})
+    _require_table(defaults, f"{where}: [defaults]")
+    _reject_unknown(defaults, VARIANT_KEYS, f"{where}: [defaults]")
+    tables = raw.get("variants")
+    if tables is None:
+        raise TorchenvError(f"{where}: no [variants.NAME] tables; add at least one variant")
+    _require_table(tables, f"{where}: variants")
+    if not tables:
+        raise TorchenvError(f"{where}: no [variants.NAME] tables; add at least one variant")
+
+    variants = {name: _parse_variant(name, defaults, table, where) for name, table in tables.items()}
+
+    default_variant = raw.get("default_variant")
+    if default_variant is None:
+        raise TorchenvError(f'{where}: missing key default_variant; add e.g. default_variant = "{next(iter(variants))}"')
+    _require_string(default_variant, "default_variant", where, example=next(iter(variants)))
+    if default_variant not in variants:
+        raise TorchenvError(f"{where}: default_variant '{default_variant}' is not a variant; nearest: {nearest(default_variant, variants)}")
+    return Matrix(path=path, default_variant=default_variant, variants=variants)
+
+
+def _parse_variant(name: str, defaults: dict[str, Any], table: Any, where: str) -> Variant:
+    context = f"{where}: [variants.{name}]"
+    if not VARIANT_NAME.match(name):
+        raise TorchenvError(f"{context}: a variant name must be lowercase letters, digits, '.', '_' or '-' (it becomes an image tag)")
+    _require_table(table, context)
+    _reject_unknown(table, VARIANT_KEYS, context)
+    merged = {**defaults, **table}
+    for key in VARIANT_KEYS:
+        if key not in merged:
+            raise TorchenvError(f'{context}: missing key {key}; add e.g. {key} = "{_EXAMPLES[key]}"')
+        _require_string(merged[key], key, context, example=_EXAMPLES[key])
+    variant = Variant(name=name, **merged)
+    _check_release(variant, context)
+    return variant
+
+
+_EXAMPLES = {
+    "torch": "2.0.1",
+    "torchvision": "0.15.2",
+    "torchaudio": "2.0.2",
+    "python": "3.11",
+    "cuda": "11.7",
+    "wheel_source": "pypi",
+    "base": "mmdebstrap:bookworm",
+}
+
+
+def _check_release(variant: Variant, context: str) -> None:
+    """Checks the variant against what PyTorch really built."""
+    release_name, _, torch_label = variant.torch.partition("+")
+    release = compat.TORCH_RELEASES.get(release_name)
+    if release is None:
+        raise TorchenvError(
+            f"{context}: torch {variant.torch} is not a release torchenv knows; "
+            f"nearest: {nearest(release_name, compat.TORCH_RELEASES)} (known: {', '.join(compat.TORCH_RELEASES)})"
+        )
+    if variant.cuda not in release.builds:
+        others = [r for r, rel in compat.TORCH_RELEASES.items() if variant.cuda in rel.builds]
+        alternative = f", or torch {others[-1]} for CUDA {variant.cuda}" if others else ""
+        raise TorchenvError(
+            f"{context}: torch {release_name} was never built for CUDA {variant.cuda} "
+            f"(its builds: {', '.join(_build_name(b) for b in release.builds)}); "
+            f'nearest: cuda = "{_nearest_version(variant.cuda, release.builds)}"{alternative}'
+        )
+    _check_wheel_source(variant, release, torch_label, context)
+    for package, expected in (("torchvision", release.torchvision), ("torchaudio", release.torchaudio)):
+        version, _, label = getattr(variant, package).partition("+")
+        if version != expected or label != torch_label:
+            wanted = expected + (f"+{torch_label}" if torch_label else "")
+            raise TorchenvError(
+                f'{context}: {package} {getattr(variant, package)} does not belong with torch {variant.torch}; use {package} = "{wanted}"'
+            )
+    _check_python(variant, release, context)
+
+
+def _check_wheel_source(variant: Variant, release: compat.TorchRelease, torch_label: str, context: str) -> None:
+    channel = compat.channel_for_build(variant.cuda)
+    if variant.wheel_source == compat.PYPI:
+        if variant.cuda != release.pypi_build or torch_label:
+            raise TorchenvError(
+                f"{context}: PyPI serves torch {variant.torch_release} only as the {_build_name(release.pypi_build)} build; "
+                f'for {_build_name(variant.cuda)} use wheel_source = "{compat.PYTORCH_PREFIX}{channel}" '
+                f'and torch = "{variant.torch_release}+{channel}"'
+            )
+        return
+    if not variant.wheel_source.startswith(compat.PYTORCH_PREFIX):
+        raise TorchenvError(f'{context}: unknown wheel_source "{variant.wheel_source}"; use "pypi" or "{compat.PYTORCH_PREFIX}{channel}"')
+    if variant.pytorch_channel != channel:
+        raise TorchenvError(
+            f'{context}: wheel_source "{variant.wheel_source}" does not serve the {_build_name(variant.cuda)} build; '
+            f'use wheel_source = "{compat.PYTORCH_PREFIX}{channel}"'
+        )
+    if torch_label != channel:
+        raise TorchenvError(
+            f"{context}: the PyTorch {channel} index names its wheel torch {variant.torch_release}+{channel}; "
+            f'use torch = "{variant.torch_release}+{channel}"'
+        )
+
+
+def _check_python(variant: Variant, release: compat.TorchRelease, context: str) -> None:
+    match = re.fullmatch(r"3\.(\d+)", variant.python)
+    low, high = release.python_min, release.python_max
+    span = f"{low[0]}.{low[1]}-{high[0]}.{high[1]}"
+    if not match:
+        raise TorchenvError(f'{context}: python "{variant.python}" is not of the form "3.N"; torch {variant.torch_release} supports {span}')
+    minor = int(match.group(1))
+    if not low[1] <= minor <= high[1]:
+        closest = min(max(minor, low[1]), high[1])
+        raise TorchenvError(
+            f'{context}: Python {variant.python} is outside torch {variant.torch_release}\'s range {span}; nearest: python = "3.{closest}"'
+        )
+    suite = variant.debian_suite
+    if suite is None:
+        if not variant.base.strip() or any(c.isspace() for c in variant.base):
+            raise TorchenvError(
+                f'{context}: base "{variant.base}" is not an image reference; use "mmdebstrap:bookworm" or e.g. "python:3.11-slim-bookworm"'
+            )
+        return
+    shipped = compat.DEBIAN_PYTHON.get(suite)
+    if shipped is None:
+        raise TorchenvError(
+            f'{context}: base "{variant.base}": unknown Debian suite; nearest: "{MMDEBSTRAP_PREFIX}{nearest(suite, compat.DEBIAN_PYTHON)}"'
+        )
+    if shipped != variant.python:
+        fitting = [s for s, py in compat.DEBIAN_PYTHON.items() if py == variant.python]
+        alternative = f' or base = "{MMDEBSTRAP_PREFIX}{fitting[0]}"' if fitting else " or an upstream base image with that Python"
+        raise TorchenvError(
+            f'{context}: Debian {suite} ships Python {shipped}, not {variant.python}; use python = "{shipped}"{alternative}'
+        )
+
+
+def _build_name(cuda: str) -> str:
+    return "CPU-only" if cuda == "none" else f"CUDA {cuda}"
+
+
+def _nearest_version(wanted: str, builds: tuple[str, ...]) -> str:
+    cuda_builds = [b for b in builds if b != "none"]
+    if wanted == "none" or not cuda_builds:
+        return builds[0]
+
+    def distance(build: str) -> float:
+        return abs(float(build) - float(wanted)) if _is_number(wanted) else 0.0
+
+    return min(reversed(cuda_builds), key=distance)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _reject_unknown(table: dict[str, Any], allowed: tuple[str, ...], context: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise TorchenvError(f"{context}: unknown key '{key}'; nearest: {nearest(key, allowed)} (allowed: {', '.join(allowed)})")
+
+
+def _require_table(value: Any, context: str) -> None:
+    if not isinstance(value, dict):
+        raise TorchenvError(f"{context} must be a table, got {_type_name(value)} {value!r}")
+
+
+def _require_string(value: Any, key: str, context: str, example: str) -> None:
+    if not isinstance(value, str):
+        raise TorchenvError(f'{context}: {key} must be a string like "{example}", got {_type_name(value)} {value!r}')
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)

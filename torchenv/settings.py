@@ -1,0 +1,61 @@
+"""Where torchenv's knobs come from: TORCHENV_* environment variables, overridden by the
+`torchenv:` section of an Invoke config file (invoke.yaml) when the tasks run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from torchenv import PROJECT_ROOT
+from torchenv.errors import TorchenvError
+
+SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    matrix: Path = PROJECT_ROOT / "images" / "matrix.toml"
+    # Local image repository: variants are tagged <image_name>:<variant>.
+    image_name: str = "torchenv"
+    # Base URL of the PyTorch wheel index or a mirror of it; a variant whose
+    # wheel_source is "pytorch-<channel>" installs from <pytorch_index>/<channel>.
+    pytorch_index: str = ""
+    # CA bundle handed to pip as a BuildKit secret ("" = the system bundle, if any).
+    ca_bundle: str = ""
+    # Debian mirror for mmdebstrap ("" = mmdebstrap's default).
+    debian_mirror: str = ""
+    # Where the image says it came from (OCI label).
+    source_url: str = "https://github.com/torchenv/torchenv"
+    # BuildKit progress output: auto, plain, tty or quiet.
+    progress: str = "auto"
+    work_dir: Path = PROJECT_ROOT / "build"
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
+        values: dict[str, Any] = {}
+        known = {field.name: field for field in fields(cls)}
+        for name in known:
+            env_value = environ.get(f"TORCHENV_{name.upper()}")
+            if env_value is not None:
+                values[name] = env_value
+        for name, value in (overrides or {}).items():
+            if name not in known:
+                raise TorchenvError(f"unknown torchenv setting '{name}' in the Invoke config; known: {', '.join(known)}")
+            if value not in (None, ""):
+                values[name] = value
+        for name in ("matrix", "work_dir"):
+            if name in values:
+                values[name] = Path(values[name])
+        return replace(cls(), **values)
+
+    def ca_bundle_path(self) -> Path | None:
+        """The CA bundle builds hand to pip, or None when the host has none."""
+        if self.ca_bundle:
+            path = Path(self.ca_bundle)
+            if not path.is_file():
+                raise TorchenvError(f"CA bundle {path} (TORCHENV_CA_BUNDLE) does not exist; point it at a PEM file or unset it")
+            return path
+        return next((path for path in SYSTEM_CA_BUNDLES if path.is_file()), None)
