@@ -7,6 +7,7 @@ variables or the `torchenv:` section of invoke.yaml (see torchenv/settings.py).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,13 @@ def list_(c: Context, markdown: bool = False) -> None:
     print(listing.markdown_table(matrix) if markdown else listing.text_table(matrix))
 
 
+@task
+@one_line_errors
+def matrix(c: Context) -> None:
+    """Print the variants as a GitHub Actions matrix (JSON `include` list)."""
+    print(json.dumps({"include": listing.ci_include(matrix_of(settings_of(c)))}))
+
+
 @task(help={"variant": "variant to build (default: the matrix's default)", "all": "build every variant"})
 @one_line_errors
 def build(c: Context, variant: str | None = None, all: bool = False) -> None:
@@ -84,9 +92,9 @@ def run_in_image(c: Context, variant: str | None, command: list[str], interactiv
 
 @task(help={"variant": "variant to run (default: the matrix's default)"})
 @one_line_errors
-def verify(c: Context, variant: str | None = None, json: bool = False) -> None:
-    """Run `verify` in a built variant's container."""
-    run_in_image(c, variant, ["verify"] + (["--json"] if json else []))
+def verify(c: Context, variant: str | None = None, as_json: bool = False) -> None:
+    """Run `verify` in a built variant's container (--as-json for machines)."""
+    run_in_image(c, variant, ["verify"] + (["--json"] if as_json else []))
 
 
 @task(help={"variant": "variant to run", "args": "extra arguments for train, e.g. '--epochs 3'"})
@@ -143,5 +151,5 @@ def clean(c: Context) -> None:
     print(f"torchenv: removed {len(set(images))} images and torchenv's build cache")
 
 
-namespace = Collection(list_, build, verify, train, shell, test, demo, clean)
+namespace = Collection(list_, matrix, build, verify, train, shell, test, demo, clean)
 namespace.configure({"torchenv": {}})

@@ -35,3 +35,11 @@ def text_table(matrix: Matrix) -> str:
 def markdown_table(matrix: Matrix) -> str:
     table = [COLUMNS, tuple("---" for _ in COLUMNS), *rows(matrix)]
     return "\n".join("| " + " | ".join(row) + " |" for row in table)
+
+
+def ci_include(matrix: Matrix) -> list[dict[str, str]]:
+    """One CI job per variant, with what a job needs to name and set it up."""
+    return [
+        {"variant": name, "torch": v.torch, "cuda": v.cuda, "python": v.python, "wheel_source": v.wheel_source}
+        for name, v in matrix.variants.items()
+    ]

@@ -1,0 +1,74 @@
+"""The command surface, run for real: bad requests end in one line and a non-zero exit,
+and no image is tagged, changed or removed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchenv import PROJECT_ROOT
+
+
+def run_invoke(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    invoke = Path(sys.executable).with_name("invoke")
+    return subprocess.run([str(invoke), *args], cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+
+
+def image_state() -> set[str]:
+    listing = subprocess.run(
+        ["docker", "image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}}@{{.ID}}"], capture_output=True, text=True, check=True
+    )
+    return set(listing.stdout.split())
+
+
+CASES = [
+    (["build", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'; nearest: cu121 "),
+    (
+        ["build", "--variant", "cpu"],
+        {"TORCHENV_PYTORCH_INDEX": ""},
+        r"^torchenv: error: variant cpu: .*PyTorch cpu index.*could not be reached.*"
+        r"TORCHENV_PYTORCH_INDEX",
+    ),
+    (
+        ["build", "--variant", "cu118"],
+        {"TORCHENV_PYTORCH_INDEX": "http://127.0.0.1:9/whl"},
+        r"^torchenv: error: variant cu118: the PyTorch cu118 index could not be reached at http://127.0.0.1:9/whl/cu118/torch/ .*mirror",
+    ),
+    (["verify", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'"),
+    (["test", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'"),
+    (
+        ["build", "--variant", "cu117"],
+        {"TORCHENV_MATRIX": "/nonexistent/matrix.toml"},
+        r"^torchenv: error: /nonexistent/matrix.toml: matrix file not found",
+    ),
+    (
+        ["build", "--variant", "cu117"],
+        {"TORCHENV_CA_BUNDLE": "/nonexistent/ca.pem"},
+        r"^torchenv: error: CA bundle /nonexistent/ca.pem .* does not exist",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "message"), CASES, ids=[" ".join(case[0]) + " " + " ".join(case[1]) for case in CASES])
+def test_bad_request_is_one_line_and_tags_nothing(args: list[str], env: dict[str, str], message: str) -> None:
+    before = image_state()
+    result = run_invoke(*args, **env)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert image_state() == before
+
+
+def test_list_prints_the_matrix() -> None:
+    result = run_invoke("list")
+    assert result.returncode == 0
+    rows = result.stdout.splitlines()
+    assert rows[0].split()[:3] == ["variant", "torch", "torchvision"]
+    assert [row.split()[0] for row in rows[2:]] == ["cpu", "cu117", "cu118", "cu121"]
+    assert "cu117 (default)" in result.stdout and "525.60.13" in result.stdout

@@ -1,0 +1,70 @@
+"""Fixtures for the image tests: each selected variant is built once by the same code as
+`invoke build`, and checked from inside a real, tracked container with testinfra."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import testinfra
+
+from torchenv import engine, wheels
+from torchenv.build import build_variant
+from torchenv.errors import TorchenvError
+from torchenv.matrix import Matrix, Variant, load_matrix
+from torchenv.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.load()
+
+
+@pytest.fixture(scope="session")
+def matrix(settings: Settings) -> Matrix:
+    return load_matrix(settings.matrix)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "variant" in metafunc.fixturenames:
+        matrix = load_matrix(Settings.load().matrix)
+        chosen = metafunc.config.getoption("--variants")
+        names = [name.strip() for name in chosen.split(",") if name.strip()] if chosen else list(matrix.variants)
+        metafunc.parametrize("variant", [matrix.get(name) for name in names], ids=names, scope="session")
+
+
+@pytest.fixture(scope="session")
+def image(variant: Variant, matrix: Matrix, settings: Settings) -> str:
+    """The variant's tag, built (or found in the build cache) through torchenv.build."""
+    try:
+        wheels.require_reachable(variant, settings)
+    except TorchenvError as error:
+        pytest.skip(f"cannot build {variant.name} here: {error}")
+    return build_variant(variant, matrix, settings)
+
+
+@dataclass
+class TrackedContainer:
+    """A container that is always removed, whatever the test did."""
+
+    id: str
+    host: testinfra.host.Host
+
+    def python(self, code: str) -> str:
+        return self.host.check_output(f"python -c '{code}'")
+
+
+@pytest.fixture(scope="session")
+def container(image: str) -> Iterator[TrackedContainer]:
+    name = f"torchenv-test-{uuid.uuid4().hex[:8]}"
+    args = engine.run_args(image, ["sleep", "infinity"])
+    args[args.index("--rm")] = "--detach"
+    args[1:1] = ["--name", name, "--label", "io.torchenv.test=1"]
+    container_id = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        yield TrackedContainer(container_id, testinfra.get_host(f"docker://{container_id}"))
+    finally:
+        subprocess.run(["docker", "rm", "--force", container_id], capture_output=True)

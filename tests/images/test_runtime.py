@@ -1,0 +1,120 @@
+"""Inside each real image: versions as the matrix says, CUDA build, cuDNN, the demo,
+the non-root user, a clean dependency set, and no build secrets or caches left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from torchenv.matrix import Variant
+from torchenv.settings import Settings
+
+from .conftest import TrackedContainer
+
+# Containers are started without GPUs unless the GPU CI job asks for them.
+GPUS_REQUESTED = bool(os.environ.get("TORCHENV_TEST_GPUS"))
+
+
+def test_python_is_the_matrix_version(container: TrackedContainer, variant: Variant) -> None:
+    assert container.python('import sys; print("%d.%d" % sys.version_info[:2])') == variant.python
+
+
+def test_package_versions_are_the_matrix_versions(container: TrackedContainer, variant: Variant) -> None:
+    code = 'import importlib.metadata as m, json; print(json.dumps({n: m.version(n) for n in ("torch", "torchvision", "torchaudio")}))'
+    assert json.loads(container.python(code)) == {
+        "torch": variant.torch,
+        "torchvision": variant.torchvision,
+        "torchaudio": variant.torchaudio,
+    }
+
+
+def test_torch_cuda_build_is_the_variants(container: TrackedContainer, variant: Variant) -> None:
+    found = container.python("import torch; print(torch.version.cuda)")
+    assert found == ("None" if variant.cuda == "none" else variant.cuda)
+
+
+def test_cuda_available_only_with_a_visible_gpu(container: TrackedContainer) -> None:
+    found = container.python("import torch; print(torch.cuda.is_available())")
+    assert found == str(GPUS_REQUESTED)
+
+
+def test_cudnn_loads(container: TrackedContainer, variant: Variant) -> None:
+    version = int(container.python("import torch; print(torch.backends.cudnn.version() or 0)"))
+    if variant.cuda == "none":
+        assert version == 0
+    else:
+        assert version >= 8000, f"cuDNN did not load (version {version})"
+
+
+def test_numpy_is_1x_and_the_bridge_works(container: TrackedContainer) -> None:
+    code = "import numpy, torch; a = numpy.arange(3.0); print(numpy.__version__, torch.from_numpy(a).mul(2).numpy().tolist())"
+    numpy_version, result = container.python(code).split(" ", 1)
+    assert numpy_version.startswith("1.")
+    assert result == "[0.0, 2.0, 4.0]"
+
+
+def test_verify_passes_with_json_report(container: TrackedContainer, variant: Variant) -> None:
+    result = container.host.run("verify --json")
+    report = json.loads(result.stdout)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert report["passed"] is True and report["variant"] == variant.name
+    statuses = {check["name"]: check["status"] for check in report["checks"]}
+    assert statuses["matmul"] == statuses["packages"] == statuses["cuda build"] == "ok"
+    if variant.torch_release >= "2.1":
+        assert statuses["torch.compile"] == "ok"
+
+
+def test_train_loss_falls_and_writes_metrics(container: TrackedContainer) -> None:
+    result = container.host.run("/opt/torchenv/entrypoint.sh train --epochs 4 --out /tmp/demo")
+    assert result.rc == 0, result.stdout + result.stderr
+    metrics = json.loads(container.host.file("/tmp/demo/metrics.json").content_string)
+    assert metrics["final_loss"] < 0.5 * metrics["first_loss"]
+    assert [epoch["epoch"] for epoch in metrics["epochs"]] == [1, 2, 3, 4]
+    assert container.host.file("/tmp/demo/checkpoint.pt").size > 0
+
+
+def test_runs_as_the_non_root_user(container: TrackedContainer, image: str) -> None:
+    assert container.host.check_output("id -u") == "1000"
+    configured = subprocess.run(["docker", "image", "inspect", "--format", "{{.Config.User}}", image], capture_output=True, text=True)
+    assert configured.stdout.strip() == "1000:1000"
+
+
+def test_pip_check_is_clean(container: TrackedContainer) -> None:
+    result = container.host.run("python -m pip check")
+    assert result.rc == 0, result.stdout
+
+
+def test_no_pip_cache_or_build_secret_in_the_image(container: TrackedContainer) -> None:
+    leftovers = container.host.run(
+        "find / -xdev \\( -path '*/.cache/pip' -o -path '/run/secrets/*' -o -name 'pip-*.log' \\) -print 2>/dev/null"
+    )
+    assert leftovers.stdout.strip() == ""
+
+
+def test_host_ca_bundle_left_no_trace(image: str, container: TrackedContainer, settings: Settings) -> None:
+    """The bundle was a build secret: neither its path nor any certificate that the host
+    trusts beyond the base's own bundle may appear in the history, config or any file."""
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image], capture_output=True, text=True
+    ).stdout
+    config = subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True).stdout
+    assert "PIP_CERT=/etc" not in history + config and "ca-certificates.crt" not in history + config
+    bundle = settings.ca_bundle_path()
+    assert bundle is not None, "the host has no CA bundle; nothing was handed to the build"
+    debian_certs = certificates(container.host.file("/etc/ssl/certs/ca-certificates.crt").content_string)
+    host_only = certificates(bundle.read_text()) - debian_certs
+    if not host_only:
+        pytest.skip("the host's CA bundle holds no certificate beyond the base's own, so a leak could not be told apart")
+    # One 64-character line from the middle of each such certificate is distinctive enough.
+    needles = " ".join(f"-e {cert.splitlines()[len(cert.splitlines()) // 2]}" for cert in host_only)
+    found = container.host.run(f"grep -rlF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev {needles} / 2>/dev/null")
+    assert found.stdout.strip() == "", f"host-only certificates found in: {found.stdout}"
+
+
+def certificates(pem: str) -> set[str]:
+    """The base64 bodies of the certificates in a PEM bundle."""
+    parts = pem.split("-----BEGIN CERTIFICATE-----")[1:]
+    return {part.split("-----END CERTIFICATE-----")[0].strip() for part in parts}

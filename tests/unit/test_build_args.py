@@ -1,0 +1,87 @@
+"""What a build would be given, checked for every variant, including the ones whose
+wheels only the PyTorch index serves (cpu, cu118) and that cannot be built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from torchenv.build import build_args, buildx_command
+from torchenv.errors import TorchenvError
+from torchenv.matrix import load_matrix
+from torchenv.settings import Settings
+from torchenv.wheels import index_url, require_reachable
+
+MIRROR = "https://mirror.example.test/whl/"
+
+
+@pytest.fixture
+def matrix():
+    return load_matrix()
+
+
+@pytest.mark.parametrize(
+    ("name", "index", "pins"),
+    [
+        ("cpu", MIRROR + "cpu", "torch==2.0.1+cpu torchvision==0.15.2+cpu torchaudio==2.0.2+cpu numpy<2"),
+        ("cu117", "", "torch==2.0.1 torchvision==0.15.2 torchaudio==2.0.2 numpy<2"),
+        ("cu118", MIRROR + "cu118", "torch==2.0.1+cu118 torchvision==0.15.2+cu118 torchaudio==2.0.2+cu118 numpy<2"),
+        ("cu121", "", "torch==2.1.2 torchvision==0.16.2 torchaudio==2.1.2 numpy<2"),
+    ],
+)
+def test_resolved_build_arguments(matrix, name: str, index: str, pins: str) -> None:
+    variant = matrix.get(name)
+    args = build_args(variant, Settings(pytorch_index=MIRROR), "torchenv-base:test")
+    assert args["TORCH_INDEX_URL"] == index
+    assert args["REQUIREMENTS"] == pins
+    assert args["BASE_IMAGE"] == "torchenv-base:test"
+    assert args["CUDA_VERSION"] == variant.cuda
+    assert args["MIN_DRIVER"] == (variant.min_driver or "")
+    assert args["PYTHON_VERSION"] == "3.11"
+
+
+def test_every_dockerfile_arg_is_resolved(matrix) -> None:
+    dockerfile = Path("docker/Dockerfile").read_text()
+    declared = {line.split()[1].split("=")[0] for line in dockerfile.splitlines() if line.startswith("ARG ")}
+    assert declared == set(build_args(matrix.get("cu117"), Settings(), "base"))
+
+
+@pytest.mark.parametrize("name", ["cpu", "cu118"])
+def test_pytorch_index_variants_need_a_configured_index(matrix, name: str) -> None:
+    with pytest.raises(TorchenvError, match=rf"variant {name}: its wheels come only from the PyTorch .* index.*TORCHENV_PYTORCH_INDEX"):
+        index_url(matrix.get(name), Settings(pytorch_index=""))
+
+
+def test_unreachable_index_is_one_line(matrix) -> None:
+    settings = Settings(pytorch_index="http://127.0.0.1:9/whl")
+    with pytest.raises(
+        TorchenvError, match=r"variant cpu: the PyTorch cpu index could not be reached at http://127.0.0.1:9/whl/cpu/torch/"
+    ) as caught:
+        require_reachable(matrix.get("cpu"), settings, timeout=5)
+    assert "\n" not in str(caught.value)
+
+
+def test_pypi_variants_need_no_index(matrix) -> None:
+    require_reachable(matrix.get("cu117"), Settings(pytorch_index=""))
+
+
+def test_ca_bundle_goes_in_as_a_secret_never_a_build_arg(matrix, tmp_path) -> None:
+    bundle = tmp_path / "corporate-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    command = buildx_command(matrix.get("cu117"), Settings(ca_bundle=str(bundle)), "base", tmp_path / "iid")
+    assert command[command.index("--secret") + 1] == f"id=ca-bundle,src={bundle}"
+    assert not any(str(bundle) in part for part in command if part.startswith(("SOURCE", "REQ", "TORCH", "BASE")))
+
+
+def test_missing_ca_bundle_is_one_line(matrix, tmp_path) -> None:
+    with pytest.raises(TorchenvError, match=r"CA bundle .* does not exist"):
+        Settings(ca_bundle=str(tmp_path / "missing.pem")).ca_bundle_path()
+
+
+def test_settings_from_environment_and_invoke_config() -> None:
+    settings = Settings.load({"image_name": "mine"}, environ={"TORCHENV_PYTORCH_INDEX": MIRROR, "TORCHENV_IMAGE_NAME": "env"})
+    assert settings.pytorch_index == MIRROR
+    assert settings.image_name == "mine"
+    with pytest.raises(TorchenvError, match="unknown torchenv setting 'colour'"):
+        Settings.load({"colour": "blue"}, environ={})

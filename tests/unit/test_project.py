@@ -1,0 +1,31 @@
+"""Project-wide promises: ruff clean, and docs that are generated from the matrix stay so."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from torchenv import PROJECT_ROOT, listing
+from torchenv.matrix import load_matrix
+
+RUFF = Path(sys.executable).with_name("ruff")
+
+
+def test_ruff_lint_is_clean() -> None:
+    result = subprocess.run([str(RUFF), "check", "."], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_ruff_format_is_clean() -> None:
+    result = subprocess.run([str(RUFF), "format", "--check", "."], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_readme_matrix_table_is_the_generated_one() -> None:
+    """The README shows the matrix; it must be `invoke list --markdown`, not a hand copy."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    found = re.search(r"<!-- matrix:begin -->\n(.*?)\n<!-- matrix:end -->", readme, re.S)
+    assert found, "README.md lacks the <!-- matrix:begin/end --> block"
+    assert found.group(1).strip() == listing.markdown_table(load_matrix()).strip(), "run: invoke list --markdown, paste into README"
