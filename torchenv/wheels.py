@@ -18,7 +18,7 @@ def index_url(variant: Variant, settings: Settings) -> str | None:
         return None
     if not settings.pytorch_index:
         raise TorchenvError(
-            f"variant {variant.name}: its wheels come only from the PyTorch {channel} index, and none could be reached: "
+            f"variant {variant.name}: its wheels come only from the PyTorch {channel} index, which could not be reached: "
             "no index is configured; set TORCHENV_PYTORCH_INDEX to the PyTorch wheel index or a mirror of it "
             f"(it must serve <URL>/{channel}/torch/), see README 'Wheel sources'"
         )
