@@ -6,12 +6,22 @@
 set -eu
 want_python=$1
 
+check_python() {
+  have_python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  if [ "$have_python" != "$want_python" ]; then
+    echo "torchenv: error: the base image's python3 is $have_python, the variant wants $want_python; pick a base with Python $want_python or change python in images/matrix.toml" >&2
+    exit 1
+  fi
+}
+
+# Refuse a wrong Python before installing anything.
+if command -v python3 >/dev/null 2>&1; then check_python; fi
+
 missing=""
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
-[ -n "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)" ] \
-  && [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
-  || missing="$missing python3-dev"
+python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  2>/dev/null || missing="$missing python3-dev"
 command -v gcc >/dev/null 2>&1 || missing="$missing gcc"
 command -v g++ >/dev/null 2>&1 || missing="$missing g++"
 
@@ -27,11 +37,7 @@ if [ -n "$missing" ]; then
   rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 fi
 
-have_python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-if [ "$have_python" != "$want_python" ]; then
-  echo "torchenv: error: the base image's python3 is $have_python, the variant wants $want_python; pick a base with Python $want_python or change python in images/matrix.toml" >&2
-  exit 1
-fi
+check_python
 
 if ! getent passwd 1000 >/dev/null 2>&1; then
   echo "torchenv:x:1000:1000::/home/torchenv:/usr/sbin/nologin" >>/etc/passwd
