@@ -45,3 +45,11 @@ if ! getent passwd 1000 >/dev/null 2>&1; then
 fi
 home=$(getent passwd 1000 | cut -d: -f6)
 [ -d "$home" ] || { mkdir -p "$home"; chown 1000:1000 "$home"; }
+
+# triton (torch.compile on NVIDIA GPUs) links its launcher with -lcuda and looks for an
+# unversioned libcuda.so beside the libcuda.so.1 that the NVIDIA container runtime
+# injects, which is all the runtime injects. The link dangles, harmlessly, without a driver.
+libdir=/usr/lib/$(gcc -dumpmachine)
+if [ -d "$libdir" ] && [ ! -e "$libdir/libcuda.so" ] && [ ! -L "$libdir/libcuda.so" ]; then
+  ln -s libcuda.so.1 "$libdir/libcuda.so"
+fi

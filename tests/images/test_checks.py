@@ -72,7 +72,7 @@ def test_verify_names_the_minimum_for_a_too_old_driver(container: TrackedContain
         ("--device cuda", 5, "--device cuda: no GPU is visible in this container"),
         ("--out /proc/torchenv", 4, "output directory /proc/torchenv is not writable by uid 1000"),
         ("--lr 1e-12 --epochs 2", 3, "loss did not fall clearly"),
-        ("--lr 1e38 --epochs 3", 6, "loss became nan"),
+        ("--lr 1e20 --epochs 3", 6, "loss became nan"),
     ],
 )
 def test_train_fails_with_a_distinct_code(container: TrackedContainer, arguments: str, exit_code: int, message: str) -> None:
