@@ -33,13 +33,9 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/locale/*",
     "path-exclude=/usr/share/lintian/*",
 )
-# The non-root user with a fixed numeric UID, and the demo's output directory.
-CUSTOMIZE_HOOKS = (
-    'echo "torchenv:x:1000:1000::/home/torchenv:/usr/sbin/nologin" >> "$1/etc/passwd"',
-    'echo "torchenv:x:1000:" >> "$1/etc/group"',
-    'mkdir -p "$1/home/torchenv" "$1/out" && chown 1000:1000 "$1/home/torchenv" "$1/out"',
-    'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',
-)
+# A machine-id would make every base unique. (The non-root user and the rest come from
+# docker/base/adapt.sh, which every base, this one or an upstream image, goes through.)
+CUSTOMIZE_HOOKS = ('rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',)
 # Used when the project is not a git checkout: any fixed value keeps builds repeatable.
 FALLBACK_EPOCH = 1700000000
 

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Makes any base fit torchenv, and proves our own base does: the wanted python3 with venv
-# and headers, a C/C++ compiler (torch.compile needs them at run time), and the non-root
-# user 1000. On torchenv's mmdebstrap base everything is there and nothing changes; an
-# upstream Debian/Ubuntu base gets what is missing from its own apt sources.
+# Makes any base fit torchenv: the wanted python3 with venv and headers, a C/C++ compiler
+# (torch.compile needs them at run time), the non-root user 1000 with its home and /out.
+# torchenv's mmdebstrap base has the packages already; an upstream Debian/Ubuntu base gets
+# what is missing from its own apt sources.
 set -eu
 want_python=$1
 
@@ -44,7 +44,9 @@ if ! getent passwd 1000 >/dev/null 2>&1; then
   getent group 1000 >/dev/null 2>&1 || echo "torchenv:x:1000:" >>/etc/group
 fi
 home=$(getent passwd 1000 | cut -d: -f6)
-[ -d "$home" ] || { mkdir -p "$home"; chown 1000:1000 "$home"; }
+for dir in "$home" /out; do
+  [ -d "$dir" ] || { mkdir -p "$dir"; chown 1000:1000 "$dir"; }
+done
 
 # triton (torch.compile on NVIDIA GPUs) links its launcher with -lcuda and looks for an
 # unversioned libcuda.so beside the libcuda.so.1 that the NVIDIA container runtime
