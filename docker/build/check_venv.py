@@ -1,0 +1,50 @@
+"""Build-time gate: the venv must hold exactly the matrix's torch build, or the build fails.
+
+Runs inside the torch stage with the variant's expectations as environment variables.
+"""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+
+def main() -> int:
+    problems = []
+    expected = {
+        "torch": os.environ["TORCH_VERSION"],
+        "torchvision": os.environ["TORCHVISION_VERSION"],
+        "torchaudio": os.environ["TORCHAUDIO_VERSION"],
+    }
+    # The distribution's version is what pip pinned; torch.__version__ may add a local
+    # label (PyPI's 2.0.1 calls itself 2.0.1+cu117).
+    for name, version in expected.items():
+        found = importlib.metadata.version(name)
+        if found != version:
+            problems.append(f"{name} is {found}, the matrix says {version}")
+
+    import torch
+
+    want_cuda = os.environ["CUDA_VERSION"]
+    if want_cuda == "none":
+        if torch.version.cuda is not None:
+            problems.append(f"a CPU-only variant got a CUDA {torch.version.cuda} build of torch")
+    elif torch.version.cuda is None or not torch.backends.cuda.is_built():
+        problems.append(f"a CUDA {want_cuda} variant got a CPU-only torch")
+    elif torch.version.cuda != want_cuda:
+        problems.append(f"torch was built for CUDA {torch.version.cuda}, the matrix says {want_cuda}")
+
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        problems.append("pip check: " + " / ".join(check.stdout.split("\n")).strip(" /"))
+
+    variant = os.environ.get("VARIANT", "?")
+    if problems:
+        print(f"torchenv: error: variant {variant}: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    print(f"torchenv: variant {variant}: torch {torch.__version__} (CUDA {torch.version.cuda}) as the matrix says")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
