@@ -96,11 +96,15 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
             if subprocess.run(buildx_command(variant, settings, base_image, iidfile)).returncode != 0:
                 raise TorchenvError(f"the build of {variant.name} failed (see BuildKit's output above); nothing was tagged")
             image = iidfile.read_text().strip()
+        tag = image_tag(variant, settings)
+        if engine.image_id(tag) == image:
+            # Tags are applied only after verify passed, so this exact image already did.
+            print(f"torchenv: {tag} is unchanged ({image[:19]}) and was verified when tagged", flush=True)
+            return tag
         print(f"torchenv: verifying {variant.name} ({image[:19]}) in a container before tagging it", flush=True)
         check = subprocess.run(["docker", *engine.run_args(image, ["verify"])])
         if check.returncode != 0:
             raise TorchenvError(f"{variant.name} built as {image[:19]} but failed verify (report above); nothing was tagged")
-        tag = image_tag(variant, settings)
         engine.tag(image, tag)
         if variant.name == matrix.default_variant:
             engine.tag(image, default_tag(settings))
