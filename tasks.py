@@ -143,12 +143,14 @@ def demo(c: Context) -> None:
 def clean(c: Context) -> None:
     """Remove torchenv's images and its build cache (nothing else of Docker's)."""
     settings = settings_of(c)
-    images = engine.images_with_label("io.torchenv.variant") + engine.images_with_label("io.torchenv.base")
-    images += engine.images_named(settings.image_name)
-    for image in sorted(set(images)):
+    images = engine.image_ids("label=io.torchenv.variant") | engine.image_ids("label=io.torchenv.base")
+    images |= engine.image_ids(f"reference={settings.image_name}")
+    for image in sorted(images):
         engine.docker("image", "rm", "--force", image)
-    engine.docker("builder", "prune", "--force", "--filter", "description~=torchenv")
-    print(f"torchenv: removed {len(set(images))} images and torchenv's build cache")
+    records = engine.build_cache_ids("torchenv")
+    for record in records:
+        engine.prune_build_cache(record)
+    print(f"torchenv: removed {len(images)} images and {len(records)} build cache records")
 
 
 namespace = Collection(list_, matrix, build, verify, train, shell, test, demo, clean)

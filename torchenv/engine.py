@@ -47,14 +47,27 @@ def image_labels(reference: str) -> dict[str, str]:
     return json.loads(result.stdout) or {}
 
 
-def images_with_label(label: str) -> list[str]:
-    result = docker("image", "ls", "--filter", f"label={label}", "--format", "{{.Repository}}:{{.Tag}}")
-    return [line for line in result.stdout.split() if not line.endswith(":<none>")]
+def image_ids(*filters: str) -> set[str]:
+    """IDs of the images that match every `docker image ls` filter, untagged ones included."""
+    args = [arg for item in filters for arg in ("--filter", item)]
+    return set(docker("image", "ls", "--all", "--quiet", "--no-trunc", *args).stdout.split())
 
 
-def images_named(repository: str) -> list[str]:
-    result = docker("image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}")
-    return [line for line in result.stdout.split() if not line.endswith(":<none>")]
+def build_cache_ids(mentioning: str) -> list[str]:
+    """IDs of BuildKit cache records whose description mentions a word."""
+    listing = docker("buildx", "du", "--verbose").stdout
+    records = [dict(_field(line) for line in block.splitlines() if ":" in line) for block in listing.split("\n\n")]
+    return [record["ID"] for record in records if "ID" in record and mentioning in record.get("Description", "")]
+
+
+def _field(line: str) -> tuple[str, str]:
+    key, _, value = line.partition(":")
+    return key.strip(), value.strip()
+
+
+def prune_build_cache(record_id: str) -> None:
+    # One call per record: the engine takes each filter key once only.
+    docker("builder", "prune", "--all", "--force", "--filter", f"id={record_id}")
 
 
 def tag(source: str, target: str) -> None:
