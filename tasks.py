@@ -6,6 +6,7 @@ variables or the `torchenv:` section of invoke.yaml (see torchenv/settings.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Any
 
 from invoke import Collection, Context, task
 
-from torchenv import PROJECT_ROOT, compose, engine, listing
+from torchenv import PROJECT_ROOT, compose, engine, listing, locks
 from torchenv.build import build_variant, image_tag
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Matrix, Variant, load_matrix
@@ -69,14 +70,44 @@ def matrix(c: Context) -> None:
     print(json.dumps({"include": listing.ci_include(matrix_of(settings_of(c)))}))
 
 
-@task(help={"variant": "variant to build (default: the matrix's default)", "all": "build every variant"})
+@task(
+    help={
+        "variant": "variant to build (default: the matrix's default)",
+        "all": "build every variant",
+        "allow-unlocked": "build a variant without a lock from its pins (not reproducible; the image's labels say so)",
+    }
+)
 @one_line_errors
-def build(c: Context, variant: str | None = None, all: bool = False) -> None:
+def build(c: Context, variant: str | None = None, all: bool = False, allow_unlocked: bool = False) -> None:
     """Build, verify and tag a variant's image."""
     settings, matrix, variants = chosen(c, variant, all)
+    if allow_unlocked:
+        settings = dataclasses.replace(settings, allow_unlocked=True)
     for entry in variants:
         build_variant(entry, matrix, settings)
     compose.prepare()
+
+
+@task(help={"variant": "variant to lock (default: the matrix's default)", "all": "lock every variant"})
+@one_line_errors
+def lock(c: Context, variant: str | None = None, all: bool = False) -> None:
+    """Resolve a variant's full dependency set with uv into images/locks/<variant>.txt (hash-locked)."""
+    settings, _, variants = chosen(c, variant, all)
+    failures = []
+    for entry in variants:
+        try:
+            path = locks.write_lock(entry, settings, settings.lock_dir)
+        except TorchenvError as error:
+            failures.append(error)
+            print(f"torchenv: error: {error}", file=sys.stderr)
+            continue
+        print(f"torchenv: locked {entry.name}: {len(locks.locked_packages(locks.read_lock(entry, settings.lock_dir)))} packages in {path}")
+    if failures:
+        raise (
+            TorchenvError(f"{len(failures)} of {len(variants)} variants could not be locked (see above)")
+            if len(variants) > 1
+            else failures[0]
+        )
 
 
 def run_in_image(c: Context, variant: str | None, command: list[str], interactive: bool = False) -> None:
@@ -153,5 +184,5 @@ def clean(c: Context) -> None:
     print(f"torchenv: removed {len(images)} images and {len(records)} build cache records")
 
 
-namespace = Collection(list_, matrix, build, verify, train, shell, test, demo, clean)
+namespace = Collection(list_, matrix, lock, build, verify, train, shell, test, demo, clean)
 namespace.configure({"torchenv": {}})

@@ -35,7 +35,12 @@ DPKG_OPTIONS = (
 )
 # A machine-id would make every base unique. (The non-root user and the rest come from
 # docker/base/adapt.sh, which every base, this one or an upstream image, goes through.)
-CUSTOMIZE_HOOKS = ('rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',)
+# Empty /etc/hosts and /etc/resolv.conf: build steps mount the engine's over them, and a
+# missing one would be created and removed, changing /etc's mtime in every layer.
+CUSTOMIZE_HOOKS = (
+    'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',
+    'touch "$1/etc/hosts" "$1/etc/resolv.conf"',
+)
 # Used when the project is not a git checkout: any fixed value keeps builds repeatable.
 FALLBACK_EPOCH = 1700000000
 

@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from torchenv import PROJECT_ROOT, engine, wheels
-from torchenv.base import ensure_base
+from torchenv.base import FALLBACK_EPOCH, ensure_base, source_date_epoch
+from torchenv.buildlog import failure_reason, run_streaming
 from torchenv.errors import TorchenvError
+from torchenv.locks import Lock, read_lock
 from torchenv.matrix import Matrix, Variant
 from torchenv.settings import Settings
 
@@ -35,10 +37,11 @@ def git_revision() -> str:
     return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def build_args(variant: Variant, settings: Settings, base_image: str) -> dict[str, str]:
-    """Every ARG of docker/Dockerfile, resolved from the matrix entry."""
+def build_args(variant: Variant, settings: Settings, base_image: str, lock: Lock | None = None) -> dict[str, str]:
+    """Every ARG of docker/Dockerfile, resolved from the matrix entry and its lock."""
     return {
         "BASE_IMAGE": base_image,
+        "BASE_EPOCH": str(source_date_epoch()),
         "VARIANT": variant.name,
         "PYTHON_VERSION": variant.python,
         "TORCH_VERSION": variant.torch,
@@ -46,22 +49,49 @@ def build_args(variant: Variant, settings: Settings, base_image: str) -> dict[st
         "TORCHAUDIO_VERSION": variant.torchaudio,
         "CUDA_VERSION": variant.cuda,
         "MIN_DRIVER": variant.min_driver or "",
-        "REQUIREMENTS": " ".join(variant.requirements),
+        "LOCKED": "1" if lock else "0",
+        "LOCK_SHA256": lock.sha256 if lock else "none: not reproducible",
+        # Image and file timestamps come from the lock, never the clock.
+        "SOURCE_DATE_EPOCH": str(lock.source_date_epoch if lock else FALLBACK_EPOCH),
         "TORCH_INDEX_URL": wheels.index_url(variant, settings) or "",
         "SOURCE_URL": settings.source_url,
         "REVISION": git_revision(),
     }
 
 
-def buildx_command(variant: Variant, settings: Settings, base_image: str, iidfile: Path) -> list[str]:
+def buildx_command(variant: Variant, settings: Settings, base_image: str, iidfile: Path, lock: Lock | None = None) -> list[str]:
     command = ["docker", "buildx", "build", "--file", str(DOCKERFILE), "--iidfile", str(iidfile), "--progress", settings.progress]
+    # The requirements file (the lock, or the plain pins) travels as its own small context.
+    command += ["--build-context", f"requirements={requirements_context(variant, settings, lock)}"]
     ca_bundle = settings.ca_bundle_path()
     if ca_bundle:
         # A secret mount: pip sees it during the RUN, no layer or history keeps it.
         command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
-    for name, value in build_args(variant, settings, base_image).items():
+    for name, value in build_args(variant, settings, base_image, lock).items():
         command += ["--build-arg", f"{name}={value}"]
     return [*command, str(PROJECT_ROOT)]
+
+
+def requirements_context(variant: Variant, settings: Settings, lock: Lock | None) -> Path:
+    context = settings.work_dir / "requirements" / variant.name
+    context.mkdir(parents=True, exist_ok=True)
+    text = lock.path.read_text() if lock else "\n".join(variant.requirements) + "\n"
+    (context / "requirements.txt").write_text(text)
+    return context
+
+
+def lock_for(variant: Variant, settings: Settings) -> Lock | None:
+    """The variant's lock; without one the build refuses unless unlocked builds are allowed."""
+    lock = read_lock(variant, settings.lock_dir)
+    if lock is None:
+        if not settings.allow_unlocked:
+            lock_file = f"{settings.lock_dir.name}/{variant.name}.txt"
+            raise TorchenvError(
+                f"variant {variant.name} has no lock ({lock_file}); run `invoke lock --variant {variant.name}` "
+                "where its wheel source is reachable, or build with --allow-unlocked (not reproducible)"
+            )
+        print(f"torchenv: WARNING: not reproducible: no lock for {variant.name}; resolving its pins at build time", flush=True)
+    return lock
 
 
 def base_image_for(variant: Variant, settings: Settings) -> str:
@@ -86,6 +116,7 @@ def exclusive_build(variant: Variant, settings: Settings) -> Iterator[None]:
 def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
     """Builds, verifies and tags one variant; returns its tag. Nothing is tagged unless
     the image passed `verify` in a container."""
+    lock = lock_for(variant, settings)
     engine.require_engine()
     wheels.require_reachable(variant, settings)
     with exclusive_build(variant, settings):
@@ -93,8 +124,10 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
         with tempfile.TemporaryDirectory(prefix="build-", dir=settings.work_dir) as scratch:
             iidfile = Path(scratch) / "iid"
             print(f"torchenv: building {variant.name} (torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})", flush=True)
-            if subprocess.run(buildx_command(variant, settings, base_image, iidfile)).returncode != 0:
-                raise TorchenvError(f"the build of {variant.name} failed (see BuildKit's output above); nothing was tagged")
+            returncode, output = run_streaming(buildx_command(variant, settings, base_image, iidfile, lock))
+            if returncode != 0:
+                reason = failure_reason(output) or "see BuildKit's output above"
+                raise TorchenvError(f"the build of {variant.name} failed: {reason}; nothing was tagged")
             image = iidfile.read_text().strip()
         tag = image_tag(variant, settings)
         if engine.image_id(tag) == image:

@@ -29,9 +29,12 @@ class Settings:
     debian_mirror: str = ""
     # Where the image says it came from (OCI label).
     source_url: str = "https://github.com/torchenv/torchenv"
-    # BuildKit progress output: auto, plain, tty or quiet.
-    progress: str = "auto"
+    # BuildKit progress output: plain (streamed and read for errors), tty, auto or quiet.
+    progress: str = "plain"
     work_dir: Path = PROJECT_ROOT / "build"
+    lock_dir: Path = PROJECT_ROOT / "images" / "locks"
+    # Build variants that have no lock, from their pins (marked not reproducible).
+    allow_unlocked: bool = False
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -46,9 +49,12 @@ class Settings:
                 raise TorchenvError(f"unknown torchenv setting '{name}' in the Invoke config; known: {', '.join(known)}")
             if value not in (None, ""):
                 values[name] = value
-        for name in ("matrix", "work_dir"):
-            if name in values:
-                values[name] = Path(values[name])
+        for name, value in values.items():
+            kind = known[name].type
+            if kind in ("Path", Path):
+                values[name] = Path(value)
+            elif kind in ("bool", bool) and isinstance(value, str):
+                values[name] = value.strip().lower() in ("1", "true", "yes", "on")
         return replace(cls(), **values)
 
     def ca_bundle_path(self) -> Path | None:

@@ -31,7 +31,15 @@ def upstream_image() -> Iterator[str]:
 
 def build_base_stage(base_image: str, python: str, tag: str) -> subprocess.CompletedProcess[str]:
     command = ["docker", "buildx", "build", "--file", "docker/Dockerfile", "--target", "torchenv-base", "--progress", "plain", "--tag", tag]
-    command += ["--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"PYTHON_VERSION={python}", "."]
+    command += [
+        "--build-arg",
+        f"BASE_IMAGE={base_image}",
+        "--build-arg",
+        f"PYTHON_VERSION={python}",
+        "--build-arg",
+        "BASE_EPOCH=1700000000",
+        ".",
+    ]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from torchenv.build import build_args, buildx_command
+from torchenv.build import build_args, buildx_command, requirements_context
 from torchenv.errors import TorchenvError
 from torchenv.matrix import load_matrix
 from torchenv.settings import Settings
@@ -30,11 +30,13 @@ def matrix():
         ("cu121", "", "torch==2.1.2 torchvision==0.16.2 torchaudio==2.1.2 numpy<2"),
     ],
 )
-def test_resolved_build_arguments(matrix, name: str, index: str, pins: str) -> None:
+def test_resolved_build_arguments(matrix, name: str, index: str, pins: str, tmp_path) -> None:
     variant = matrix.get(name)
-    args = build_args(variant, Settings(pytorch_index=MIRROR), "torchenv-base:test")
+    settings = Settings(pytorch_index=MIRROR, work_dir=tmp_path)
+    args = build_args(variant, settings, "torchenv-base:test")
     assert args["TORCH_INDEX_URL"] == index
-    assert args["REQUIREMENTS"] == pins
+    assert args["LOCKED"] == "0" and args["LOCK_SHA256"].startswith("none")
+    assert requirements_context(variant, settings, None).joinpath("requirements.txt").read_text().split() == pins.split()
     assert args["BASE_IMAGE"] == "torchenv-base:test"
     assert args["CUDA_VERSION"] == variant.cuda
     assert args["MIN_DRIVER"] == (variant.min_driver or "")
@@ -69,7 +71,7 @@ def test_pypi_variants_need_no_index(matrix) -> None:
 def test_ca_bundle_goes_in_as_a_secret_never_a_build_arg(matrix, tmp_path) -> None:
     bundle = tmp_path / "corporate-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    command = buildx_command(matrix.get("cu117"), Settings(ca_bundle=str(bundle)), "base", tmp_path / "iid")
+    command = buildx_command(matrix.get("cu117"), Settings(ca_bundle=str(bundle), work_dir=tmp_path), "base", tmp_path / "iid")
     assert command[command.index("--secret") + 1] == f"id=ca-bundle,src={bundle}"
     assert not any(str(bundle) in part for part in command if part.startswith(("SOURCE", "REQ", "TORCH", "BASE")))
 

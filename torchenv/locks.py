@@ -1,0 +1,124 @@
+"""Hash-locked dependency sets: `invoke lock` writes images/locks/<variant>.txt with uv,
+and builds install exactly that file (--require-hashes --no-deps, no resolution)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchenv import PROJECT_ROOT, wheels
+from torchenv.errors import TorchenvError
+from torchenv.matrix import Variant
+from torchenv.settings import Settings
+
+LOCK_DIR = PROJECT_ROOT / "images" / "locks"
+# Debian 12's glibc is 2.36; the lock holds only wheels that run on it.
+PLATFORMS = {"linux/amd64": "x86_64-manylinux_2_36"}
+DEFAULT_PLATFORM = "linux/amd64"
+
+HEADER_FIELD = re.compile(r"^# (?P<key>[a-z-]+): (?P<value>.*)$")
+
+
+@dataclass(frozen=True)
+class Lock:
+    path: Path
+    requirements: str
+    source: str
+    platform: str
+    source_date_epoch: int
+    sha256: str
+
+    @property
+    def display(self) -> str:
+        return str(self.path.relative_to(PROJECT_ROOT)) if self.path.is_relative_to(PROJECT_ROOT) else str(self.path)
+
+
+def lock_path(variant: Variant, lock_dir: Path = LOCK_DIR) -> Path:
+    return lock_dir / f"{variant.name}.txt"
+
+
+def wheel_source_name(variant: Variant) -> str:
+    return "pypi" if variant.pytorch_channel is None else f"pytorch index ({variant.pytorch_channel})"
+
+
+def read_lock(variant: Variant, lock_dir: Path = LOCK_DIR) -> Lock | None:
+    """The variant's lock, or None if it has none; a lock made for other inputs is refused."""
+    path = lock_path(variant, lock_dir)
+    if not path.exists():
+        return None
+    text = path.read_text()
+    fields = {m["key"]: m["value"] for line in text.splitlines() if (m := HEADER_FIELD.match(line))}
+    display = str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+    try:
+        lock = Lock(
+            path=path,
+            requirements=fields["requirements"],
+            source=fields["wheel-source"],
+            platform=fields["platform"],
+            source_date_epoch=int(fields["source-date-epoch"]),
+            sha256=hashlib.sha256(text.encode()).hexdigest(),
+        )
+    except (KeyError, ValueError):
+        raise TorchenvError(f"{display} lacks torchenv's header; regenerate it: invoke lock --variant {variant.name}") from None
+    wanted = " ".join(variant.requirements)
+    if lock.requirements != wanted or lock.source != wheel_source_name(variant):
+        raise TorchenvError(
+            f"{display} is stale: it locks '{lock.requirements}' from {lock.source}, the matrix asks for '{wanted}' "
+            f"from {wheel_source_name(variant)}; run: invoke lock --variant {variant.name}"
+        )
+    return lock
+
+
+def uv_executable() -> str:
+    found = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise TorchenvError("uv is not installed; run ./invokew once (it installs requirements-dev.txt) or pip install uv")
+    return found
+
+
+def write_lock(variant: Variant, settings: Settings, lock_dir: Path = LOCK_DIR, platform: str = DEFAULT_PLATFORM) -> Path:
+    """Resolves the variant's full dependency set for its target with uv and writes the lock."""
+    index = wheels.index_url(variant, settings)
+    wheels.require_reachable(variant, settings)
+    command = [uv_executable(), "pip", "compile", "--generate-hashes", "--no-header", "--quiet"]
+    command += ["--python-platform", PLATFORMS[platform], "--python-version", variant.python]
+    if index:
+        command += ["--index-url", index]
+    env = dict(os.environ)
+    ca_bundle = settings.ca_bundle_path()
+    if ca_bundle:
+        env["SSL_CERT_FILE"] = str(ca_bundle)
+    with tempfile.TemporaryDirectory() as scratch:
+        wanted = Path(scratch) / "requirements.in"
+        wanted.write_text("\n".join(variant.requirements) + "\n")
+        resolved = Path(scratch) / "requirements.txt"
+        result = subprocess.run([*command, "--output-file", str(resolved), str(wanted)], capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            raise TorchenvError(f"uv could not resolve {variant.name}: {' '.join(lines[-3:])}")
+        header = [
+            f"# torchenv lock for variant {variant.name}: torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python}.",
+            f"# Made by `invoke lock --variant {variant.name}`; builds install exactly this (--require-hashes --no-deps).",
+            f"# requirements: {' '.join(variant.requirements)}",
+            f"# wheel-source: {wheel_source_name(variant)}",
+            f"# platform: {platform}",
+            f"# source-date-epoch: {int(time.time())}",
+        ]
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        target = lock_path(variant, lock_dir)
+        target.write_text("\n".join(header) + "\n" + resolved.read_text())
+    return target
+
+
+def locked_packages(lock: Lock) -> dict[str, str]:
+    """name -> version of every package the lock pins."""
+    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)", lock.path.read_text(), re.M)
+    return {name.lower(): version for name, version in pins}
