@@ -18,9 +18,11 @@ from typing import Any
 from invoke import Collection, Context, task
 
 from torchenv import PROJECT_ROOT, compose, engine, listing, locks
+from torchenv.base import ensure_base, package_list
 from torchenv.build import build_variant, image_tag
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Matrix, Variant, load_matrix
+from torchenv.repro import reproduce
 from torchenv.settings import Settings
 
 
@@ -94,6 +96,11 @@ def lock(c: Context, variant: str | None = None, all: bool = False) -> None:
     """Resolve a variant's full dependency set with uv into images/locks/<variant>.txt (hash-locked)."""
     settings, _, variants = chosen(c, variant, all)
     failures = []
+    for suite in sorted({entry.debian_suite for entry in variants if entry.debian_suite}):
+        engine.require_engine()
+        listing_path = locks.base_list_path(suite, settings.lock_dir)
+        listing_path.write_text(package_list(ensure_base(suite, settings)))
+        print(f"torchenv: recorded the {suite} base's packages in {listing_path}")
     for entry in variants:
         try:
             path = locks.write_lock(entry, settings, settings.lock_dir)
@@ -108,6 +115,17 @@ def lock(c: Context, variant: str | None = None, all: bool = False) -> None:
             if len(variants) > 1
             else failures[0]
         )
+
+
+@task(help={"variant": "variant to rebuild twice from scratch (default: the matrix's default)"})
+@one_line_errors
+def repro(c: Context, variant: str | None = None) -> None:
+    """Build the base and a variant twice from scratch; print "identical: <image id>" or what differs."""
+    settings, _, (entry,) = chosen(c, variant)
+    report = reproduce(entry, settings)
+    print("\n".join(report))
+    if any("DIFFERENT" in line for line in report):
+        raise TorchenvError(f"{entry.name} is not reproducible: the two builds differ (see above)")
 
 
 def run_in_image(c: Context, variant: str | None, command: list[str], interactive: bool = False) -> None:
@@ -184,5 +202,5 @@ def clean(c: Context) -> None:
     print(f"torchenv: removed {len(images)} images and {len(records)} build cache records")
 
 
-namespace = Collection(list_, matrix, lock, build, verify, train, shell, test, demo, clean)
+namespace = Collection(list_, matrix, lock, build, repro, verify, train, shell, test, demo, clean)
 namespace.configure({"torchenv": {}})

@@ -37,9 +37,14 @@ DPKG_OPTIONS = (
 # docker/base/adapt.sh, which every base, this one or an upstream image, goes through.)
 # Empty /etc/hosts and /etc/resolv.conf: build steps mount the engine's over them, and a
 # missing one would be created and removed, changing /etc's mtime in every layer.
+# The package list the base was made from goes into the image (and `invoke lock` keeps a
+# copy next to the locks).
+PACKAGE_LIST = "usr/share/torchenv/base-packages.txt"
 CUSTOMIZE_HOOKS = (
     'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',
     'touch "$1/etc/hosts" "$1/etc/resolv.conf"',
+    f'mkdir -p "$1/usr/share/torchenv" && dpkg-query --admindir="$1/var/lib/dpkg" -W '
+    f"-f='${{Package}} ${{Version}} ${{Architecture}}\\n' | LC_ALL=C sort > \"$1/{PACKAGE_LIST}\"",
 )
 # Used when the project is not a git checkout: any fixed value keeps builds repeatable.
 FALLBACK_EPOCH = 1700000000
@@ -65,6 +70,7 @@ def base_inputs(suite: str, settings: Settings) -> dict[str, object]:
         "dpkg_options": DPKG_OPTIONS,
         "hooks": CUSTOMIZE_HOOKS,
         "mirror": settings.debian_mirror,
+        "snapshot": settings.debian_snapshot,
         "epoch": source_date_epoch(),
         "dockerfile": BASE_DOCKERFILE.read_text(),
     }
@@ -80,16 +86,24 @@ def ensure_base(suite: str, settings: Settings) -> str:
     reference = base_reference(suite, settings)
     if engine.image_id(reference):
         return reference
+    print(f"torchenv: making the Debian {suite} base with mmdebstrap (once; about a minute)", flush=True)
+    return make_base(suite, settings, reference)
+
+
+def make_base(suite: str, settings: Settings, reference: str, no_cache: bool = False) -> str:
+    """Bootstraps the root filesystem and imports it as the image REFERENCE."""
     if shutil.which("mmdebstrap") is None:
         raise TorchenvError("mmdebstrap is not installed; run ./invokew once (it installs it) or `sudo apt-get install mmdebstrap`")
     epoch = base_inputs(suite, settings)["epoch"]
-    print(f"torchenv: making the Debian {suite} base with mmdebstrap (once; about a minute)", flush=True)
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="base-", dir=settings.work_dir) as context:
         rootfs = Path(context) / "rootfs.tar"
         command = ["mmdebstrap", "--variant=apt", "--quiet", "--format=tar", "--include=" + ",".join(PACKAGES)]
         command += [f"--dpkgopt={option}" for option in DPKG_OPTIONS]
         command += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
+        if settings.debian_snapshot:
+            # A snapshot's Release files are past their Valid-Until date by design.
+            command += ['--aptopt=Acquire::Check-Valid-Until "false"']
         command += [suite, str(rootfs)] + ([settings.debian_mirror] if settings.debian_mirror else [])
         made = subprocess.run(command, env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}, capture_output=True, text=True)
         if made.returncode != 0:
@@ -97,6 +111,11 @@ def ensure_base(suite: str, settings: Settings) -> str:
         shutil.copy(BASE_DOCKERFILE, Path(context) / "Dockerfile")
         engine.docker(
             "buildx", "build", "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", "--label", f"io.torchenv.base={suite}",
-            "--tag", reference, "--quiet", context,
+            "--tag", reference, "--quiet", *(["--no-cache"] if no_cache else []), context,
         )  # fmt: skip
     return reference
+
+
+def package_list(reference: str) -> str:
+    """The "name version architecture" lines a base image was made from."""
+    return engine.docker("run", "--rm", "--network", "none", reference, "cat", f"/{PACKAGE_LIST}").stdout

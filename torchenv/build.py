@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from torchenv import PROJECT_ROOT, engine, wheels
-from torchenv.base import FALLBACK_EPOCH, ensure_base, source_date_epoch
+from torchenv.base import FALLBACK_EPOCH, ensure_base, package_list, source_date_epoch
 from torchenv.buildlog import failure_reason, run_streaming
 from torchenv.errors import TorchenvError
-from torchenv.locks import Lock, read_lock
+from torchenv.locks import Lock, base_drift, read_lock
 from torchenv.matrix import Matrix, Variant
 from torchenv.settings import Settings
 
@@ -95,9 +95,18 @@ def lock_for(variant: Variant, settings: Settings) -> Lock | None:
 
 
 def base_image_for(variant: Variant, settings: Settings) -> str:
-    if variant.debian_suite:
-        return ensure_base(variant.debian_suite, settings)
-    return variant.base
+    if not variant.debian_suite:
+        return variant.base
+    reference = ensure_base(variant.debian_suite, settings)
+    drift = base_drift(variant.debian_suite, package_list(reference), settings.lock_dir)
+    if drift:
+        print(
+            f"torchenv: WARNING: the {variant.debian_suite} base differs from {settings.lock_dir.name}/base-{variant.debian_suite}.txt "
+            f"in {len(drift)} package lines (the archive moved on); pin the archive with a snapshot mirror "
+            "(TORCHENV_DEBIAN_MIRROR) or record the new list with `invoke lock`",
+            flush=True,
+        )
+    return reference
 
 
 @contextmanager

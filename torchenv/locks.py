@@ -100,7 +100,10 @@ def write_lock(variant: Variant, settings: Settings, lock_dir: Path = LOCK_DIR, 
         wanted = Path(scratch) / "requirements.in"
         wanted.write_text("\n".join(variant.requirements) + "\n")
         resolved = Path(scratch) / "requirements.txt"
-        result = subprocess.run([*command, "--output-file", str(resolved), str(wanted)], capture_output=True, text=True, env=env)
+        # Relative names: the lock's "via" notes must not carry the temporary directory.
+        result = subprocess.run(
+            [*command, "--output-file", resolved.name, wanted.name], capture_output=True, text=True, env=env, cwd=scratch
+        )
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
             raise TorchenvError(f"uv could not resolve {variant.name}: {' '.join(lines[-3:])}")
@@ -114,11 +117,32 @@ def write_lock(variant: Variant, settings: Settings, lock_dir: Path = LOCK_DIR, 
         ]
         lock_dir.mkdir(parents=True, exist_ok=True)
         target = lock_path(variant, lock_dir)
-        target.write_text("\n".join(header) + "\n" + resolved.read_text())
+        text = "\n".join(header) + "\n" + resolved.read_text()
+        if target.exists() and without_epoch(target.read_text()) == without_epoch(text):
+            return target  # nothing changed: keep the file, and with it the images' timestamps
+        target.write_text(text)
     return target
+
+
+def without_epoch(lock_text: str) -> str:
+    return re.sub(r"^# source-date-epoch: .*\n", "", lock_text, flags=re.M)
 
 
 def locked_packages(lock: Lock) -> dict[str, str]:
     """name -> version of every package the lock pins."""
     pins = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)", lock.path.read_text(), re.M)
     return {name.lower(): version for name, version in pins}
+
+
+def base_list_path(suite: str, lock_dir: Path = LOCK_DIR) -> Path:
+    return lock_dir / f"base-{suite}.txt"
+
+
+def base_drift(suite: str, packages: str, lock_dir: Path = LOCK_DIR) -> list[str]:
+    """Packages whose name, version or architecture differ from the recorded base list."""
+    path = base_list_path(suite, lock_dir)
+    if not path.exists():
+        return []
+    recorded = set(path.read_text().splitlines())
+    current = set(packages.splitlines())
+    return sorted(recorded ^ current)

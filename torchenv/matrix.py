@@ -15,7 +15,8 @@ from torchenv.errors import TorchenvError
 DEFAULT_MATRIX = PROJECT_ROOT / "images" / "matrix.toml"
 
 TOP_LEVEL_KEYS = ("default_variant", "defaults", "variants")
-VARIANT_KEYS = ("torch", "torchvision", "torchaudio", "python", "cuda", "wheel_source", "base")
+VARIANT_KEYS = ("torch", "torchvision", "torchaudio", "python", "cuda", "wheel_source", "base", "allow_unpinned_base")
+OPTIONAL_KEYS = {"allow_unpinned_base": False}
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MMDEBSTRAP_PREFIX = "mmdebstrap:"
 
@@ -30,6 +31,8 @@ class Variant:
     cuda: str
     wheel_source: str
     base: str
+    # An upstream base named by a tag alone can change under the same name.
+    allow_unpinned_base: bool = False
 
     @property
     def torch_release(self) -> str:
@@ -144,11 +147,15 @@ def _parse_variant(name: str, defaults: dict[str, Any], table: Any, where: str) 
         raise TorchenvError(f"{context}: a variant name must be lowercase letters, digits, '.', '_' or '-' (it becomes an image tag)")
     _require_table(table, context)
     _reject_unknown(table, VARIANT_KEYS, context)
-    merged = {**defaults, **table}
+    merged = {**OPTIONAL_KEYS, **defaults, **table}
     for key in VARIANT_KEYS:
         if key not in merged:
             raise TorchenvError(f'{context}: missing key {key}; add e.g. {key} = "{_EXAMPLES[key]}"')
-        _require_string(merged[key], key, context, example=_EXAMPLES[key])
+        if key in OPTIONAL_KEYS:
+            if not isinstance(merged[key], bool):
+                raise TorchenvError(f"{context}: {key} must be true or false, got {_type_name(merged[key])} {merged[key]!r}")
+        else:
+            _require_string(merged[key], key, context, example=_EXAMPLES[key])
     variant = Variant(name=name, **merged)
     _check_release(variant, context)
     return variant
@@ -234,6 +241,12 @@ def _check_python(variant: Variant, release: compat.TorchRelease, context: str) 
         if not variant.base.strip() or any(c.isspace() for c in variant.base):
             raise TorchenvError(
                 f'{context}: base "{variant.base}" is not an image reference; use "mmdebstrap:bookworm" or e.g. "python:3.11-slim-bookworm"'
+            )
+        if "@sha256:" not in variant.base and not variant.allow_unpinned_base:
+            raise TorchenvError(
+                f'{context}: base "{variant.base}" is not pinned by digest, so it can change under the same name; '
+                f'use "{variant.base}@sha256:<digest>" (docker buildx imagetools inspect {variant.base} shows it) '
+                "or set allow_unpinned_base = true"
             )
         return
     shipped = compat.DEBIAN_PYTHON.get(suite)

@@ -7,10 +7,19 @@ import hashlib
 import json
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from torchenv import engine
+from torchenv.base import make_base
+from torchenv.build import buildx_command, lock_for
+from torchenv.buildlog import failure_reason, run_streaming
+from torchenv.errors import TorchenvError
+from torchenv.locks import Lock
+from torchenv.matrix import Variant
+from torchenv.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -87,3 +96,45 @@ def _describe(entry: Entry | None) -> str:
     if entry is None:
         return "absent"
     return f"{entry.kind} size={entry.size} mode={entry.mode:o} owner={entry.owner} mtime={entry.mtime:.0f} {entry.content[:16]}"
+
+
+def build_from_scratch(variant: Variant, settings: Settings, base_image: str, lock: Lock | None) -> str:
+    """One --no-cache build of the variant; returns the image ID (untagged)."""
+    with tempfile.TemporaryDirectory(prefix="repro-", dir=settings.work_dir) as scratch:
+        iidfile = Path(scratch) / "iid"
+        command = buildx_command(variant, settings, base_image, iidfile, lock)
+        command.insert(command.index("build") + 1, "--no-cache")
+        returncode, output = run_streaming(command)
+        if returncode != 0:
+            raise TorchenvError(f"a from-scratch build of {variant.name} failed: {failure_reason(output) or 'see the output above'}")
+        return iidfile.read_text().strip()
+
+
+def reproduce(variant: Variant, settings: Settings) -> list[str]:
+    """Builds the base and the variant twice each, from scratch; returns the report."""
+    engine.require_engine()
+    lock = lock_for(variant, settings)
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    report = []
+    bases = []
+    try:
+        if variant.debian_suite:
+            for attempt in ("a", "b"):
+                reference = f"torchenv-repro-base:{variant.debian_suite}-{attempt}"
+                bases.append(reference)
+                make_base(variant.debian_suite, settings, reference, no_cache=True)
+            base_a, base_b = (engine.image_id(reference) for reference in bases)
+            differences = compare(*bases)
+            report.append(f"base {variant.base}: " + (f"identical: {base_a}" if not differences else f"DIFFERENT: {base_a} vs {base_b}"))
+            report += differences
+            base_image = bases[0]
+        else:
+            base_image = variant.base
+        first, second = (build_from_scratch(variant, settings, base_image, lock) for _ in range(2))
+        differences = compare(first, second)
+        report.append(f"{variant.name}: " + (f"identical: {first}" if not differences else f"DIFFERENT: {first} vs {second}"))
+        report += differences
+    finally:
+        for reference in bases:
+            engine.docker("image", "rm", reference, check=False)
+    return report

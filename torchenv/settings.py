@@ -25,8 +25,10 @@ class Settings:
     pytorch_index: str = ""
     # CA bundle handed to pip as a BuildKit secret ("" = the system bundle, if any).
     ca_bundle: str = ""
-    # Debian mirror for mmdebstrap ("" = mmdebstrap's default).
+    # Debian mirror for mmdebstrap ("" = mmdebstrap's default). A snapshot archive URL
+    # (the archive frozen at a timestamp) makes the base repeatable; then set debian_snapshot.
     debian_mirror: str = ""
+    debian_snapshot: bool = False
     # Where the image says it came from (OCI label).
     source_url: str = "https://github.com/torchenv/torchenv"
     # BuildKit progress output: plain (streamed and read for errors), tty, auto or quiet.

@@ -27,7 +27,7 @@ def test_shipped_matrix_has_the_four_variants() -> None:
 
 def test_defaults_apply_unless_a_variant_overrides(shipped_matrix: dict[str, Any], write_matrix) -> None:
     shipped_matrix["variants"]["cu117"]["python"] = "3.10"
-    shipped_matrix["variants"]["cu117"]["base"] = "python:3.10-slim-bookworm"
+    shipped_matrix["variants"]["cu117"]["base"] = PINNED
     matrix = load_matrix(write_matrix(shipped_matrix))
     assert matrix.get("cu117").python == "3.10"
     assert matrix.get("cu121").python == "3.11"
@@ -52,6 +52,7 @@ def mutate(matrix: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 DELETE = object()
+PINNED = "python:3.10-slim-bookworm@sha256:" + "0" * 64
 
 BAD_ENTRIES = [
     ("variants.cu117.torhc", "2.0.1", r"\[variants.cu117\]: unknown key 'torhc'; nearest: torch"),
@@ -118,10 +119,21 @@ def test_missing_file(tmp_path) -> None:
 
 
 def test_upstream_base_needs_no_debian_python(shipped_matrix, write_matrix) -> None:
-    shipped_matrix["variants"]["cu117"]["base"] = "python:3.10-slim-bookworm"
+    shipped_matrix["variants"]["cu117"]["base"] = PINNED
     shipped_matrix["variants"]["cu117"]["python"] = "3.10"
     variant = load_matrix(write_matrix(shipped_matrix)).get("cu117")
-    assert variant.debian_suite is None and variant.base == "python:3.10-slim-bookworm"
+    assert variant.debian_suite is None and variant.base == PINNED
+
+
+def test_upstream_base_by_tag_alone_is_refused_unless_allowed(shipped_matrix, write_matrix) -> None:
+    shipped_matrix["variants"]["cu117"]["base"] = "python:3.11-slim-bookworm"
+    with pytest.raises(TorchenvError, match=r'base "python:3.11-slim-bookworm" is not pinned by digest.*allow_unpinned_base = true'):
+        load_matrix(write_matrix(shipped_matrix))
+    shipped_matrix["variants"]["cu117"]["allow_unpinned_base"] = True
+    assert load_matrix(write_matrix(shipped_matrix)).get("cu117").allow_unpinned_base is True
+    shipped_matrix["variants"]["cu117"]["allow_unpinned_base"] = "yes"
+    with pytest.raises(TorchenvError, match="allow_unpinned_base must be true or false, got string 'yes'"):
+        load_matrix(write_matrix(shipped_matrix))
 
 
 def test_upstream_base_must_be_a_reference(shipped_matrix, write_matrix) -> None:
