@@ -3,13 +3,16 @@ the non-root user, a clean dependency set, and no build secrets or caches left b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
+from datetime import datetime
 
 import pytest
 
 from torchenv.build import base_image_for
+from torchenv.locks import read_lock
 from torchenv.matrix import Variant
 from torchenv.settings import Settings
 
@@ -126,3 +129,35 @@ def certificates(pem: str) -> set[str]:
     """The base64 bodies of the certificates in a PEM bundle."""
     parts = pem.split("-----BEGIN CERTIFICATE-----")[1:]
     return {part.split("-----END CERTIFICATE-----")[0].strip() for part in parts}
+
+
+def test_labels_name_the_lock_and_the_matrix(image: str, variant: Variant, settings: Settings) -> None:
+    labels = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image], capture_output=True, text=True)
+    found = json.loads(labels.stdout)
+    lock = read_lock(variant, settings.lock_dir)
+    assert lock is not None, f"{variant.name} has no lock"
+    assert found["io.torchenv.lock-sha256"] == hashlib.sha256(lock.path.read_bytes()).hexdigest()
+    assert (found["io.torchenv.variant"], found["io.torchenv.torch"], found["io.torchenv.cuda"]) == (
+        variant.name,
+        variant.torch,
+        variant.cuda,
+    )
+    assert found["io.torchenv.python"] == variant.python and found["org.opencontainers.image.revision"]
+
+
+def test_image_time_comes_from_the_lock(image: str, variant: Variant, settings: Settings) -> None:
+    created = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Created}}", image], capture_output=True, text=True
+    ).stdout.strip()
+    lock = read_lock(variant, settings.lock_dir)
+    assert lock is not None
+    assert datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() == lock.source_date_epoch
+
+
+def test_image_records_the_base_packages(container: TrackedContainer, variant: Variant) -> None:
+    if variant.debian_suite is None:
+        pytest.skip("an upstream base has no mmdebstrap package list")
+    lines = container.host.file("/usr/share/torchenv/base-packages.txt").content_string.splitlines()
+    names = {line.split()[0] for line in lines}
+    assert {"python3.11", "g++-12", "ca-certificates", "libc6"} <= names
+    assert all(len(line.split()) == 3 for line in lines)

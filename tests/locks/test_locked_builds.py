@@ -1,0 +1,71 @@
+"""Builds from locks, for real: a tampered hash stops the build in one line naming the
+package and tags nothing; an unlocked build is allowed only on request and says so in
+its labels; two from-scratch builds give the same image (`invoke repro`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchenv import PROJECT_ROOT, engine
+from torchenv.build import build_variant
+from torchenv.errors import TorchenvError
+from torchenv.locks import LOCK_DIR
+from torchenv.matrix import load_matrix
+from torchenv.settings import Settings
+
+VARIANT = "cu117"
+
+
+def image_state() -> set[str]:
+    listing = engine.docker("image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}}@{{.ID}}").stdout
+    return set(listing.split())
+
+
+def tampered_lock_dir(tmp_path: Path, package: str) -> Path:
+    text = (LOCK_DIR / f"{VARIANT}.txt").read_text()
+    pattern = re.compile(rf"^({re.escape(package)}==\S+ \\\n\s+--hash=sha256:)([0-9a-f]{{64}})", re.M)
+    assert pattern.search(text), f"{package} is not in the lock with a single hash"
+    tampered = pattern.sub(lambda m: m.group(1) + "0" * 64, text, count=1)
+    (tmp_path / f"{VARIANT}.txt").write_text(tampered)
+    return tmp_path
+
+
+def test_tampered_hash_fails_in_one_line_and_tags_nothing(tmp_path: Path) -> None:
+    settings = Settings.load()
+    settings = dataclasses.replace(settings, lock_dir=tampered_lock_dir(tmp_path, "idna"), work_dir=tmp_path / "work")
+    matrix = load_matrix(settings.matrix)
+    before = image_state()
+    with pytest.raises(TorchenvError) as caught:
+        build_variant(matrix.get(VARIANT), matrix, settings)
+    message = str(caught.value)
+    assert re.search(r"the build of cu117 failed: idna==\S+ does not match its hash in the lock \(expected sha256 0{16}", message), message
+    assert message.endswith("nothing was tagged") and "\n" not in message
+    assert {line for line in image_state() if not line.startswith("<none>")} == {line for line in before if not line.startswith("<none>")}
+
+
+def test_unlocked_build_needs_the_flag_and_is_labelled(tmp_path: Path) -> None:
+    settings = dataclasses.replace(Settings.load(), lock_dir=tmp_path, image_name="torchenv-test-unlocked", work_dir=tmp_path / "work")
+    matrix = load_matrix(settings.matrix)
+    with pytest.raises(TorchenvError, match="has no lock"):
+        build_variant(matrix.get(VARIANT), matrix, settings)
+    tag = build_variant(matrix.get(VARIANT), matrix, dataclasses.replace(settings, allow_unlocked=True))
+    try:
+        labels = engine.image_labels(tag)
+        assert labels["io.torchenv.lock-sha256"] == "none: not reproducible"
+    finally:
+        for reference in engine.image_ids("reference=torchenv-test-unlocked"):
+            engine.docker("image", "rm", "--force", reference)
+
+
+def test_repro_builds_twice_and_finds_them_identical() -> None:
+    invoke = Path(sys.executable).with_name("invoke")
+    result = subprocess.run([str(invoke), "repro", "--variant", VARIANT], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"^base mmdebstrap:bookworm: identical: sha256:[0-9a-f]{64}$", result.stdout, re.M), result.stdout
+    assert re.search(rf"^{VARIANT}: identical: sha256:[0-9a-f]{{64}}$", result.stdout, re.M), result.stdout

@@ -1,0 +1,90 @@
+"""The committed locks, and what builds do with a lock that is missing, stale or odd."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from torchenv.build import build_args, lock_for
+from torchenv.errors import TorchenvError
+from torchenv.locks import LOCK_DIR, base_drift, locked_packages, read_lock, without_epoch
+from torchenv.matrix import load_matrix
+from torchenv.settings import Settings
+
+LOCKED_HERE = ["cu117", "cu121"]
+
+
+@pytest.fixture
+def matrix():
+    return load_matrix()
+
+
+@pytest.mark.parametrize("name", LOCKED_HERE)
+def test_committed_lock_pins_every_package_with_a_hash(matrix, name: str) -> None:
+    lock = read_lock(matrix.get(name))
+    assert lock is not None
+    text = lock.path.read_text()
+    hashed = re.findall(r"^([A-Za-z0-9_.\-]+)==\S+ \\\n(?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+", text, re.M)
+    packages = locked_packages(lock)
+    assert len(packages) > 25
+    assert sorted(name.lower() for name in hashed) == sorted(packages)
+    variant = matrix.get(name)
+    assert packages["torch"] == variant.torch and packages["torchvision"] == variant.torchvision
+    assert packages["numpy"].startswith("1.")
+    assert lock.platform == "linux/amd64" and lock.source == "pypi"
+
+
+def test_cu121_lock_pins_nvjitlink(matrix) -> None:
+    """torch 2.1's metadata leaves nvidia-nvjitlink-cu12 unpinned; the lock must not."""
+    assert "nvidia-nvjitlink-cu12" in locked_packages(read_lock(matrix.get("cu121")))
+
+
+def test_cu117_lock_has_the_cuda_11_7_wheels(matrix) -> None:
+    packages = locked_packages(read_lock(matrix.get("cu117")))
+    assert packages["nvidia-cudnn-cu11"] == "8.5.0.96" and packages["triton"] == "2.0.0"
+
+
+def test_lock_sha256_becomes_a_build_argument(matrix) -> None:
+    lock = read_lock(matrix.get("cu117"))
+    args = build_args(matrix.get("cu117"), Settings(), "base", lock)
+    assert args["LOCKED"] == "1"
+    assert args["LOCK_SHA256"] == lock.sha256 and len(lock.sha256) == 64
+    assert args["SOURCE_DATE_EPOCH"] == str(lock.source_date_epoch)
+
+
+def test_missing_lock_is_refused_unless_allowed(matrix, tmp_path: Path, capsys) -> None:
+    with pytest.raises(TorchenvError, match=r"variant cu117 has no lock .*invoke lock --variant cu117.*--allow-unlocked"):
+        lock_for(matrix.get("cu117"), Settings(lock_dir=tmp_path))
+    assert lock_for(matrix.get("cu117"), Settings(lock_dir=tmp_path, allow_unlocked=True)) is None
+    assert "not reproducible: no lock for cu117" in capsys.readouterr().out
+
+
+def test_stale_lock_is_refused(matrix, tmp_path: Path) -> None:
+    text = (LOCK_DIR / "cu117.txt").read_text().replace("# requirements: torch==2.0.1 ", "# requirements: torch==2.0.0 ")
+    (tmp_path / "cu117.txt").write_text(text)
+    with pytest.raises(TorchenvError, match=r"cu117.txt is stale: it locks 'torch==2.0.0 .*run: invoke lock --variant cu117"):
+        read_lock(matrix.get("cu117"), tmp_path)
+
+
+def test_lock_without_header_is_refused(matrix, tmp_path: Path) -> None:
+    (tmp_path / "cu117.txt").write_text("torch==2.0.1 --hash=sha256:00\n")
+    with pytest.raises(TorchenvError, match="lacks torchenv's header"):
+        read_lock(matrix.get("cu117"), tmp_path)
+
+
+def test_epoch_is_the_only_thing_ignored_when_comparing_locks() -> None:
+    text = (LOCK_DIR / "cu117.txt").read_text()
+    assert without_epoch(text) == without_epoch(re.sub(r"source-date-epoch: \d+", "source-date-epoch: 1", text))
+    assert without_epoch(text) != without_epoch(text.replace("torch==2.0.1", "torch==2.0.0"))
+
+
+def test_base_drift_lists_changed_packages(tmp_path: Path) -> None:
+    shutil.copy(LOCK_DIR / "base-bookworm.txt", tmp_path / "base-bookworm.txt")
+    recorded = (tmp_path / "base-bookworm.txt").read_text()
+    assert base_drift("bookworm", recorded, tmp_path) == []
+    first = recorded.splitlines()[0]
+    moved = recorded.replace(first, first + "+moved")
+    assert base_drift("bookworm", moved, tmp_path) == sorted([first, first + "+moved"])
