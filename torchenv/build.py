@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, engine, wheels
+from torchenv import PROJECT_ROOT, display_path, engine, wheels
 from torchenv.base import FALLBACK_EPOCH, ensure_base, package_list, source_date_epoch
 from torchenv.buildlog import failure_reason, run_streaming
 from torchenv.errors import TorchenvError
-from torchenv.locks import Lock, base_drift, read_lock
+from torchenv.locks import Lock, base_drift, base_list_path, lock_path, read_lock
 from torchenv.matrix import Matrix, Variant
 from torchenv.settings import Settings
 
@@ -85,7 +85,7 @@ def lock_for(variant: Variant, settings: Settings) -> Lock | None:
     lock = read_lock(variant, settings.lock_dir)
     if lock is None:
         if not settings.allow_unlocked:
-            lock_file = f"{settings.lock_dir.name}/{variant.name}.txt"
+            lock_file = display_path(lock_path(variant, settings.lock_dir))
             raise TorchenvError(
                 f"variant {variant.name} has no lock ({lock_file}); run `invoke lock --variant {variant.name}` "
                 "where its wheel source is reachable, or build with --allow-unlocked (not reproducible)"
@@ -100,8 +100,9 @@ def base_image_for(variant: Variant, settings: Settings) -> str:
     reference = ensure_base(variant.debian_suite, settings)
     drift = base_drift(variant.debian_suite, package_list(reference), settings.lock_dir)
     if drift:
+        recorded = display_path(base_list_path(variant.debian_suite, settings.lock_dir))
         print(
-            f"torchenv: WARNING: the {variant.debian_suite} base differs from {settings.lock_dir.name}/base-{variant.debian_suite}.txt "
+            f"torchenv: WARNING: the {variant.debian_suite} base differs from {recorded} "
             f"in {len(drift)} package lines (the archive moved on); pin the archive with a snapshot mirror "
             "(TORCHENV_DEBIAN_MIRROR) or record the new list with `invoke lock`",
             flush=True,
@@ -125,9 +126,9 @@ def exclusive_build(variant: Variant, settings: Settings) -> Iterator[None]:
 def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
     """Builds, verifies and tags one variant; returns its tag. Nothing is tagged unless
     the image passed `verify` in a container."""
+    wheels.require_reachable(variant, settings)
     lock = lock_for(variant, settings)
     engine.require_engine()
-    wheels.require_reachable(variant, settings)
     with exclusive_build(variant, settings):
         base_image = base_image_for(variant, settings)
         with tempfile.TemporaryDirectory(prefix="build-", dir=settings.work_dir) as scratch:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, wheels
+from torchenv import PROJECT_ROOT, display_path, wheels
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Variant
 from torchenv.settings import Settings
@@ -36,10 +36,6 @@ class Lock:
     source_date_epoch: int
     sha256: str
 
-    @property
-    def display(self) -> str:
-        return str(self.path.relative_to(PROJECT_ROOT)) if self.path.is_relative_to(PROJECT_ROOT) else str(self.path)
-
 
 def lock_path(variant: Variant, lock_dir: Path = LOCK_DIR) -> Path:
     return lock_dir / f"{variant.name}.txt"
@@ -56,7 +52,7 @@ def read_lock(variant: Variant, lock_dir: Path = LOCK_DIR) -> Lock | None:
         return None
     text = path.read_text()
     fields = {m["key"]: m["value"] for line in text.splitlines() if (m := HEADER_FIELD.match(line))}
-    display = str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+    display = display_path(path)
     try:
         lock = Lock(
             path=path,

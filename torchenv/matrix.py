@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchenv import PROJECT_ROOT, compat
+from torchenv import PROJECT_ROOT, compat, display_path
 from torchenv.errors import TorchenvError
 
 DEFAULT_MATRIX = PROJECT_ROOT / "images" / "matrix.toml"
@@ -106,7 +106,7 @@ def nearest(word: str, choices: Any) -> str:
 
 
 def load_matrix(path: Path = DEFAULT_MATRIX) -> Matrix:
-    where = _display(path)
+    where = display_path(path.resolve())
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -305,10 +305,3 @@ def _type_name(value: Any) -> str:
     return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
         type(value), type(value).__name__
     )
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
