@@ -66,8 +66,9 @@ def _field(line: str) -> tuple[str, str]:
 
 
 def prune_build_cache(record_id: str) -> None:
-    # One call per record: the engine takes each filter key once only.
-    docker("builder", "prune", "--all", "--force", "--filter", f"id={record_id}")
+    # One call per record: the engine takes each filter key once only. A record still in
+    # use is left alone.
+    docker("builder", "prune", "--all", "--force", "--filter", f"id={record_id}", check=False)
 
 
 def tag(source: str, target: str) -> None:

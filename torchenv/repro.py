@@ -117,6 +117,7 @@ def reproduce(variant: Variant, settings: Settings) -> list[str]:
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     report = []
     bases = []
+    records_before = set(engine.build_cache_ids(""))
     try:
         if variant.debian_suite:
             for attempt in ("a", "b"):
@@ -137,4 +138,8 @@ def reproduce(variant: Variant, settings: Settings) -> list[str]:
     finally:
         for reference in bases:
             engine.docker("image", "rm", reference, check=False)
+        # The from-scratch builds duplicated the variant's big layers in the build cache
+        # (a torch image is ~5 GB); the regular cache stays as it was.
+        for record in set(engine.build_cache_ids("")) - records_before:
+            engine.prune_build_cache(record)
     return report

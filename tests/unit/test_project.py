@@ -29,3 +29,19 @@ def test_readme_matrix_table_is_the_generated_one() -> None:
     found = re.search(r"<!-- matrix:begin -->\n(.*?)\n<!-- matrix:end -->", readme, re.S)
     assert found, "README.md lacks the <!-- matrix:begin/end --> block"
     assert found.group(1).strip() == listing.markdown_table(load_matrix()).strip(), "run: invoke list --markdown, paste into README"
+
+
+def test_workflows_pass_actionlint() -> None:
+    actionlint = Path(sys.executable).with_name("actionlint")
+    workflows = sorted(str(path) for path in (PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
+    assert workflows
+    result = subprocess.run([str(actionlint), *workflows], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    result = subprocess.run(
+        [str(hadolint), "docker/Dockerfile", "docker/base/Dockerfile"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

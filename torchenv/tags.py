@@ -1,0 +1,48 @@
+"""Image tags, computed from the matrix and from what the built image says of itself
+(in the manner of docker-stacks' taggers): the image is asked for its versions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from torchenv import PROJECT_ROOT, engine
+from torchenv.errors import TorchenvError
+from torchenv.matrix import Matrix, Variant
+
+ASK_VERSIONS = (
+    "import importlib.metadata as m, json, sys; print(json.dumps({'torch': m.version('torch'), 'python': '%d.%d' % sys.version_info[:2]}))"
+)
+
+
+def image_versions(image: str) -> dict[str, str]:
+    """torch's distribution version and Python's major.minor, as the image reports them."""
+    result = engine.docker(*engine.run_args(image, ["python", "-c", ASK_VERSIONS]))
+    return json.loads(result.stdout)
+
+
+def short_commit() -> str | None:
+    """The commit the build came from, or None when the tree has uncommitted changes
+    (an immutable tag must name exactly what was built)."""
+    head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if head.returncode != 0 or dirty.stdout.strip():
+        return None
+    return head.stdout.strip()
+
+
+def tags_for(image: str, variant: Variant, matrix: Matrix) -> list[str]:
+    """Tag names (without repository), most specific first:
+    <torch>-<variant>-py<python>-<commit>, <torch>-<variant>, <variant>, and latest for the default variant."""
+    found = image_versions(image)
+    if found["torch"] != variant.torch or found["python"] != variant.python:
+        raise TorchenvError(
+            f"image {image[:19]} holds torch {found['torch']} on Python {found['python']}, "
+            f"the matrix says {variant.name} is torch {variant.torch} on Python {variant.python}; nothing was tagged"
+        )
+    torch = found["torch"].replace("+", "-")  # "+" is not allowed in a tag: 2.0.1+cu118 -> 2.0.1-cu118
+    moving = [f"{torch}-{variant.name}", variant.name]
+    commit = short_commit()
+    full = [f"{torch}-{variant.name}-py{found['python']}-{commit}"] if commit else []
+    latest = ["latest"] if variant.name == matrix.default_variant else []
+    return full + [tag for tag in moving if tag not in full] + latest
