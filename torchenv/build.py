@@ -16,17 +16,13 @@ from torchenv.errors import TorchenvError
 from torchenv.locks import Lock, base_drift, base_list_path, lock_path, read_lock
 from torchenv.matrix import Matrix, Variant
 from torchenv.settings import Settings
+from torchenv.tags import tags_for
 
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
 
 
 def image_tag(variant: Variant, settings: Settings) -> str:
     return f"{settings.image_name}:{variant.name}"
-
-
-def default_tag(settings: Settings) -> str:
-    """The tag compose runs when no variant is named: the matrix's default variant."""
-    return f"{settings.image_name}:latest"
 
 
 def git_revision() -> str:
@@ -148,8 +144,8 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
         check = subprocess.run(["docker", *engine.run_args(image, ["verify"])])
         if check.returncode != 0:
             raise TorchenvError(f"{variant.name} built as {image[:19]} but failed verify (report above); nothing was tagged")
-        engine.tag(image, tag)
-        if variant.name == matrix.default_variant:
-            engine.tag(image, default_tag(settings))
-        print(f"torchenv: {tag} is ready", flush=True)
+        names = tags_for(image, variant, matrix)
+        for name in names:
+            engine.tag(image, f"{settings.image_name}:{name}")
+        print(f"torchenv: {tag} is ready, also tagged {', '.join(name for name in names if name != variant.name)}", flush=True)
         return tag

@@ -15,6 +15,7 @@ from torchenv.build import base_image_for
 from torchenv.locks import read_lock
 from torchenv.matrix import Variant
 from torchenv.settings import Settings
+from torchenv.tags import short_commit
 
 from .conftest import TrackedContainer
 
@@ -161,3 +162,19 @@ def test_image_records_the_base_packages(container: TrackedContainer, variant: V
     names = {line.split()[0] for line in lines}
     assert {"python3.11", "g++-12", "ca-certificates", "libc6"} <= names
     assert all(len(line.split()) == 3 for line in lines)
+
+
+def test_tags_are_computed_from_the_image(image: str, variant: Variant, matrix, settings: Settings) -> None:
+    """<torch>-<variant>-py<python>-<commit> (on a clean tree), <torch>-<variant>, <variant>,
+    latest for the default variant: all on the one image."""
+    image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True).stdout.strip()
+    listed = subprocess.run(
+        ["docker", "image", "ls", settings.image_name, "--format", "{{.Tag}} {{.ID}}", "--no-trunc"], capture_output=True, text=True
+    ).stdout.split("\n")
+    tags = {line.split()[0] for line in listed if line.strip() and line.split()[1] == image_id}
+    torch = variant.torch.replace("+", "-")
+    assert {variant.name, f"{torch}-{variant.name}"} <= tags
+    assert ("latest" in tags) == (variant.name == matrix.default_variant)
+    full = [tag for tag in tags if tag.startswith(f"{torch}-{variant.name}-py{variant.python}-")]
+    commit = short_commit()
+    assert full == ([f"{torch}-{variant.name}-py{variant.python}-{commit}"] if commit else []), tags
