@@ -17,7 +17,7 @@ from typing import Any
 
 from invoke import Collection, Context, task
 
-from torchenv import PROJECT_ROOT, compose, engine, listing, locks
+from torchenv import PROJECT_ROOT, compose, engine, listing, locks, registry
 from torchenv.base import ensure_base, package_list
 from torchenv.build import build_variant, image_tag
 from torchenv.errors import TorchenvError
@@ -77,15 +77,21 @@ def matrix(c: Context) -> None:
         "variant": "variant to build (default: the matrix's default)",
         "all": "build every variant",
         "allow-unlocked": "build a variant without a lock from its pins (not reproducible; the image's labels say so)",
+        "pull-first": "use the pushed image recorded in images/digests.json when its lock matches; build otherwise",
     }
 )
 @one_line_errors
-def build(c: Context, variant: str | None = None, all: bool = False, allow_unlocked: bool = False) -> None:
+def build(c: Context, variant: str | None = None, all: bool = False, allow_unlocked: bool = False, pull_first: bool = False) -> None:
     """Build, verify and tag a variant's image."""
     settings, matrix, variants = chosen(c, variant, all)
     if allow_unlocked:
         settings = dataclasses.replace(settings, allow_unlocked=True)
     for entry in variants:
+        if pull_first and (reference := registry.pull_first(entry, matrix, settings)):
+            print(f"torchenv: {entry.name}: pulled the prebuilt {reference} (its lock matches); nothing was built")
+            continue
+        if pull_first:
+            print(f"torchenv: {entry.name}: no prebuilt image with the current lock; building")
         build_variant(entry, matrix, settings)
     compose.prepare()
 
@@ -126,6 +132,29 @@ def repro(c: Context, variant: str | None = None) -> None:
     print("\n".join(report))
     if any("DIFFERENT" in line for line in report):
         raise TorchenvError(f"{entry.name} is not reproducible: the two builds differ (see above)")
+
+
+@task(
+    help={"registry": "registry host[:port] (log in with `docker login` first)", "variant": "variant to push", "all": "push every variant"}
+)
+@one_line_errors
+def push(c: Context, registry_: str = "", variant: str | None = None, all: bool = False) -> None:
+    """Push tested images with all their tags; record their digests in images/digests.json."""
+    if not registry_:
+        raise TorchenvError("say where to push: invoke push --registry HOST[:PORT] (log in first with docker login)")
+    settings, _, variants = chosen(c, variant, all)
+    for entry in variants:
+        record = registry.push(entry, settings, registry_)
+        print(f"torchenv: pushed {entry.name} as {record['repository']}@{record['digest']} ({', '.join(record['tags'])})")
+
+
+@task(help={"variant": "variant to pull", "registry": "pull from this registry instead of the recorded one"})
+@one_line_errors
+def pull(c: Context, variant: str | None = None, registry_: str = "") -> None:
+    """Pull a variant's pushed image by digest, check it against the matrix and lock, tag it."""
+    settings, matrix, (entry,) = chosen(c, variant)
+    reference = registry.pull(entry, matrix, settings, registry_ or None)
+    print(f"torchenv: pulled {reference}; it matches the matrix and lock and is tagged {image_tag(entry, settings)}")
 
 
 def run_in_image(c: Context, variant: str | None, command: list[str], interactive: bool = False) -> None:
@@ -202,5 +231,5 @@ def clean(c: Context) -> None:
     print(f"torchenv: removed {len(images)} images and {len(records)} build cache records")
 
 
-namespace = Collection(list_, matrix, lock, build, repro, verify, train, shell, test, demo, clean)
+namespace = Collection(list_, matrix, lock, build, repro, push, pull, verify, train, shell, test, demo, clean)
 namespace.configure({"torchenv": {}})

@@ -37,6 +37,8 @@ install_packages() {
   local missing=()
   have_engine_tools || missing+=(engine)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  # The tests push to and pull from a real registry (the distribution registry).
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   [ ${#missing[@]} = 0 ] && return 0
@@ -46,6 +48,7 @@ install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   local pkgs=()
   [[ " ${missing[*]} " == *" mmdebstrap "* ]] && pkgs+=(mmdebstrap)
+  [[ " ${missing[*]} " == *" docker-registry "* ]] && pkgs+=(docker-registry)
   [[ " ${missing[*]} " == *" python3"* ]] && pkgs+=(python3 python3-venv)
   if [[ " ${missing[*]} " == *" engine "* ]]; then
     add_trixie_source

@@ -35,6 +35,8 @@ class Settings:
     progress: str = "plain"
     work_dir: Path = PROJECT_ROOT / "build"
     lock_dir: Path = PROJECT_ROOT / "images" / "locks"
+    # Where `invoke push` records each variant's pushed digest (committed).
+    digests_file: Path = PROJECT_ROOT / "images" / "digests.json"
     # Build variants that have no lock, from their pins (marked not reproducible).
     allow_unlocked: bool = False
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 import testinfra
 
-from torchenv import engine, wheels
+from torchenv import engine, testrecords, wheels
 from torchenv.build import build_variant
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Matrix, Variant, load_matrix
@@ -63,8 +64,23 @@ def container(image: str) -> Iterator[TrackedContainer]:
     args = engine.run_args(image, ["sleep", "infinity"])
     args[args.index("--rm")] = "--detach"
     args[1:1] = ["--name", name, "--label", "io.torchenv.test=1"]
+    if gpus := os.environ.get("TORCHENV_TEST_GPUS"):  # the GPU CI job: TORCHENV_TEST_GPUS=all
+        args[1:1] = ["--gpus", gpus]
     container_id = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
     try:
         yield TrackedContainer(container_id, testinfra.get_host(f"docker://{container_id}"))
     finally:
         subprocess.run(["docker", "rm", "--force", container_id], capture_output=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Each image test's outcome goes into the image's test record (`invoke push` needs one
+    with passes and no failure)."""
+    report = yield
+    image_tag = getattr(item, "funcargs", {}).get("image")
+    if image_tag and (report.when == "call" or report.failed):
+        image_id = engine.image_id(image_tag)
+        if image_id:
+            testrecords.add_result(image_id, Settings.load(), item.nodeid, passed=report.passed or report.skipped)
+    return report

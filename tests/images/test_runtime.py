@@ -77,6 +77,7 @@ def test_train_loss_falls_and_writes_metrics(container: TrackedContainer) -> Non
     assert result.rc == 0, result.stdout + result.stderr
     metrics = json.loads(container.host.file("/tmp/demo/metrics.json").content_string)
     assert metrics["final_loss"] < 0.5 * metrics["first_loss"]
+    assert metrics["device"] == ("cuda" if GPUS_REQUESTED else "cpu")
     assert [epoch["epoch"] for epoch in metrics["epochs"]] == [1, 2, 3, 4]
     assert container.host.file("/tmp/demo/checkpoint.pt").size > 0
 

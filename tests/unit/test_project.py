@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -45,3 +46,20 @@ def test_dockerfiles_pass_hadolint() -> None:
         [str(hadolint), "docker/Dockerfile", "docker/base/Dockerfile"], cwd=PROJECT_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actions_are_pinned_by_commit() -> None:
+    """A tag can be moved to other code; a commit SHA cannot."""
+    workflow_text = "\n".join(path.read_text() for path in (PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
+    uses = re.findall(r"uses:\s*(\S+)", workflow_text)
+    assert uses
+    for action in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action), action
+
+
+def test_invoke_matrix_feeds_the_workflow() -> None:
+    result = subprocess.run([str(Path(sys.executable).with_name("invoke")), "matrix"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    include = json.loads(result.stdout)["include"]
+    assert [entry["variant"] for entry in include] == list(load_matrix().variants)
+    workflow = (PROJECT_ROOT / ".github" / "workflows" / "images.yml").read_text()
+    assert "invoke matrix" in workflow and "fromJson(needs.matrix.outputs.variants)" in workflow

@@ -1,0 +1,150 @@
+"""Push and pull through a REAL registry (the distribution registry, Debian's
+docker-registry) on 127.0.0.1: digests recorded and verified, mismatches refused,
+failures in one line with no half state left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from torchenv import PROJECT_ROOT, compose, engine, registry
+from torchenv.build import image_tag
+from torchenv.errors import TorchenvError
+from torchenv.locks import LOCK_DIR
+from torchenv.matrix import load_matrix
+from torchenv.settings import Settings
+from torchenv.testrecords import passed_record
+
+VARIANT = "cu117"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is not installed; ./invokew installs it")
+    root = tmp_path_factory.mktemp("registry")
+    address = f"127.0.0.1:{free_port()}"
+    config = root / "config.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {address}\n"
+    )
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            try:
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"the registry on {address} did not start")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The real settings, but the digests land in a temporary file, not the committed one."""
+    return dataclasses.replace(Settings.load(), digests_file=tmp_path / "digests.json")
+
+
+@pytest.fixture
+def tested_image(settings: Settings) -> str:
+    tag = image_tag(load_matrix().get(VARIANT), settings)
+    image_id = engine.image_id(tag)
+    if image_id is None or passed_record(image_id, settings) is None:
+        pytest.skip(f"{tag} has not passed tests/images in this run; push needs a passing test record")
+    return image_id
+
+
+def image_state() -> set[str]:
+    return set(engine.docker("image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}}@{{.ID}}").stdout.split())
+
+
+def test_push_refuses_an_image_without_a_passing_test_record(settings: Settings, tmp_path: Path, local_registry: str) -> None:
+    untested = dataclasses.replace(settings, work_dir=tmp_path / "no-records")
+    with pytest.raises(TorchenvError, match=r"has no passing test record; run `invoke test --variant cu117` first"):
+        registry.push(load_matrix().get(VARIANT), untested, local_registry)
+
+
+def test_push_to_a_registry_that_is_down_is_one_line_and_leaves_nothing(settings: Settings, tested_image: str) -> None:
+    before = image_state()
+    with pytest.raises(TorchenvError) as caught:
+        registry.push(load_matrix().get(VARIANT), settings, f"127.0.0.1:{free_port()}")
+    message = str(caught.value)
+    assert message.startswith("pushing 127.0.0.1:") and "check that the registry" in message and "\n" not in message
+    assert image_state() == before
+    assert not settings.digests_file.exists()
+
+
+def test_pull_without_a_recorded_push_is_one_line(settings: Settings) -> None:
+    with pytest.raises(TorchenvError, match=r"no pushed image of cu117 is recorded in .*digests.json; build it"):
+        registry.pull(load_matrix().get(VARIANT), load_matrix(), settings)
+
+
+def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
+    matrix = load_matrix()
+    variant = matrix.get(VARIANT)
+    record = registry.push(variant, settings, local_registry)
+    assert record["digest"].startswith("sha256:") and record["image_id"] == tested_image
+    assert VARIANT in record["tags"] and "latest" in record["tags"]
+    assert json.loads(settings.digests_file.read_text())[VARIANT]["digest"] == record["digest"]
+
+    # Gone locally, then back from the registry by digest, verified and tagged again.
+    engine.docker("image", "rm", "--force", tested_image)
+    assert engine.image_id(image_tag(variant, settings)) is None
+    reference = registry.pull(variant, matrix, settings)
+    assert reference == f"{local_registry}/{settings.image_name}@{record['digest']}"
+    assert engine.image_id(image_tag(variant, settings)) == tested_image
+
+    # compose runs the pulled image by its registry reference.
+    compose.prepare(env_file=tmp_path / ".env", out_dir=tmp_path / "out")
+    env = {**os.environ, **compose.user_environment(), "TORCHENV_IMAGE": reference}
+    run = subprocess.run(
+        ["docker", "compose", "--file", str(PROJECT_ROOT / "compose.yaml"), "--project-directory", str(tmp_path), "run", "--rm", "train"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["loss_fell"] is True
+
+    # A prebuilt image with the current lock is used instead of a build.
+    assert registry.pull_first(variant, matrix, settings) == reference
+
+
+def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
+    matrix = load_matrix()
+    variant = matrix.get(VARIANT)
+    registry.push(variant, settings, local_registry)
+    other_locks = tmp_path / "locks"
+    other_locks.mkdir()
+    (other_locks / f"{VARIANT}.txt").write_text((LOCK_DIR / f"{VARIANT}.txt").read_text() + "# edited\n")
+    changed = dataclasses.replace(settings, lock_dir=other_locks)
+    with pytest.raises(
+        TorchenvError, match=r"refusing .*@sha256:[0-9a-f]{64}: io.torchenv.lock-sha256 is '[0-9a-f]{64}', expected '[0-9a-f]{64}'"
+    ):
+        registry.pull(variant, matrix, changed)
+    assert engine.image_id(image_tag(variant, settings)) == tested_image, "an image that was already here must stay"
+    assert registry.pull_first(variant, matrix, changed) is None
