@@ -18,7 +18,6 @@ from typing import Any
 from invoke import Collection, Context, task
 
 from torchenv import PROJECT_ROOT, compose, engine, listing, locks, registry
-from torchenv.base import ensure_base, package_list
 from torchenv.build import build_variant, image_tag
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Matrix, Variant, load_matrix
@@ -101,26 +100,8 @@ def build(c: Context, variant: str | None = None, all: bool = False, allow_unloc
 def lock(c: Context, variant: str | None = None, all: bool = False) -> None:
     """Resolve a variant's full dependency set with uv into images/locks/<variant>.txt (hash-locked)."""
     settings, _, variants = chosen(c, variant, all)
-    failures = []
-    for suite in sorted({entry.debian_suite for entry in variants if entry.debian_suite}):
-        engine.require_engine()
-        listing_path = locks.base_list_path(suite, settings.lock_dir)
-        listing_path.write_text(package_list(ensure_base(suite, settings)))
-        print(f"torchenv: recorded the {suite} base's packages in {listing_path}")
-    for entry in variants:
-        try:
-            path = locks.write_lock(entry, settings, settings.lock_dir)
-        except TorchenvError as error:
-            failures.append(error)
-            print(f"torchenv: error: {error}", file=sys.stderr)
-            continue
-        print(f"torchenv: locked {entry.name}: {len(locks.locked_packages(locks.read_lock(entry, settings.lock_dir)))} packages in {path}")
-    if failures:
-        raise (
-            TorchenvError(f"{len(failures)} of {len(variants)} variants could not be locked (see above)")
-            if len(variants) > 1
-            else failures[0]
-        )
+    for line in locks.lock_variants(variants, settings):
+        print(f"torchenv: {line}")
 
 
 @task(help={"variant": "variant to rebuild twice from scratch (default: the matrix's default)"})

@@ -40,8 +40,12 @@ DPKG_OPTIONS = (
 # The package list the base was made from goes into the image (and `invoke lock` keeps a
 # copy next to the locks).
 PACKAGE_LIST = "usr/share/torchenv/base-packages.txt"
+# Least privilege: no setuid/setgid programs (a container user has no use for su or
+# passwd), and no world-writable directory but /tmp.
 CUSTOMIZE_HOOKS = (
     'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',
+    'find "$1" -xdev -type f -perm /6000 -exec chmod ug-s {} +',
+    'chmod 0755 "$1/var/tmp" "$1/run/lock"',
     'touch "$1/etc/hosts" "$1/etc/resolv.conf"',
     f'mkdir -p "$1/usr/share/torchenv" && dpkg-query --admindir="$1/var/lib/dpkg" -W '
     f"-f='${{Package}} ${{Version}} ${{Architecture}}\\n' | LC_ALL=C sort > \"$1/{PACKAGE_LIST}\"",

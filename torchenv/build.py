@@ -119,12 +119,23 @@ def exclusive_build(variant: Variant, settings: Settings) -> Iterator[None]:
         yield
 
 
+# A CUDA variant's venv is ~5 GB, held twice while building (its stage and the image),
+# plus its wheels in the cache; a CPU one is a fraction of that.
+ESTIMATED_BUILD_GB = {"cuda": 15.0, "cpu": 4.0}
+
+
+def needed_space_gb(variant: Variant, settings: Settings) -> float:
+    return settings.min_free_gb or ESTIMATED_BUILD_GB["cpu" if variant.cuda == "none" else "cuda"]
+
+
 def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
     """Builds, verifies and tags one variant; returns its tag. Nothing is tagged unless
     the image passed `verify` in a container."""
+    settings.ca_bundle_path()  # a wrong CA bundle path fails here, before anything is made
     wheels.require_reachable(variant, settings)
     lock = lock_for(variant, settings)
     engine.require_engine()
+    engine.require_free_space(needed_space_gb(variant, settings), f"a build of {variant.name}")
     with exclusive_build(variant, settings):
         base_image = base_image_for(variant, settings)
         with tempfile.TemporaryDirectory(prefix="build-", dir=settings.work_dir) as scratch:

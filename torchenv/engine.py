@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from torchenv.errors import TorchenvError
 
@@ -35,6 +36,19 @@ def require_engine() -> None:
         )
     if docker("buildx", "version", check=False).returncode != 0:
         raise TorchenvError("docker buildx is missing; install the docker-buildx package (./invokew does) and retry")
+
+
+def require_free_space(needed_gb: float, what: str) -> None:
+    """Fails in one line when the engine's data root has less free space than a build needs."""
+    root = docker("info", "--format", "{{.DockerRootDir}}", check=False).stdout.strip()
+    if not root or not Path(root).exists():
+        return  # a remote engine: its disk is not ours to measure
+    free_gb = shutil.disk_usage(root).free / 1e9
+    if free_gb < needed_gb:
+        raise TorchenvError(
+            f"only {free_gb:.1f} GB free on {root} (Docker's data root); {what} needs about {needed_gb:.0f} GB: "
+            "free space (invoke clean removes torchenv's images and cache) or set TORCHENV_MIN_FREE_GB"
+        )
 
 
 def image_id(reference: str) -> str | None:

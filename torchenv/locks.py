@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, display_path, wheels
+from torchenv import PROJECT_ROOT, display_path, engine, wheels
+from torchenv.base import ensure_base, package_list
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Variant
 from torchenv.settings import Settings
@@ -142,3 +143,33 @@ def base_drift(suite: str, packages: str, lock_dir: Path = LOCK_DIR) -> list[str
     recorded = set(path.read_text().splitlines())
     current = set(packages.splitlines())
     return sorted(recorded ^ current)
+
+
+def lock_variants(variants: list[Variant], settings: Settings) -> list[str]:
+    """Locks each variant whose wheel source answers, and records the base package list of
+    their Debian suites; one variant that cannot be locked fails in one line, several say
+    which on stderr and fail at the end."""
+    lockable, failures = [], []
+    for variant in variants:
+        try:
+            wheels.require_reachable(variant, settings)
+            lockable.append(variant)
+        except TorchenvError as error:
+            if len(variants) == 1:
+                raise
+            failures.append(error)
+            print(f"torchenv: error: {error}", file=sys.stderr)
+    done = []
+    for suite in sorted({variant.debian_suite for variant in lockable if variant.debian_suite}):
+        engine.require_engine()
+        path = base_list_path(suite, settings.lock_dir)
+        path.write_text(package_list(ensure_base(suite, settings)))
+        done.append(f"recorded the {suite} base's packages in {display_path(path)}")
+    for variant in lockable:
+        lock = read_lock(variant, write_lock(variant, settings, settings.lock_dir).parent)
+        assert lock is not None
+        done.append(f"locked {variant.name}: {len(locked_packages(lock))} packages in {display_path(lock.path)}")
+    if failures:
+        print("\n".join(f"torchenv: {line}" for line in done))
+        raise TorchenvError(f"{len(failures)} of {len(variants)} variants could not be locked (see above)")
+    return done

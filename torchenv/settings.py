@@ -39,6 +39,8 @@ class Settings:
     digests_file: Path = PROJECT_ROOT / "images" / "digests.json"
     # Build variants that have no lock, from their pins (marked not reproducible).
     allow_unlocked: bool = False
+    # Free space a build needs on Docker's data root, in GB; 0 = torchenv's estimate.
+    min_free_gb: float = 0
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -59,6 +61,11 @@ class Settings:
                 values[name] = Path(value)
             elif kind in ("bool", bool) and isinstance(value, str):
                 values[name] = value.strip().lower() in ("1", "true", "yes", "on")
+            elif kind in ("float", float):
+                try:
+                    values[name] = float(value)
+                except ValueError:
+                    raise TorchenvError(f"setting {name} must be a number, got {value!r}") from None
         return replace(cls(), **values)
 
     def ca_bundle_path(self) -> Path | None:

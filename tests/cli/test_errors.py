@@ -51,6 +51,33 @@ CASES = [
         {"TORCHENV_CA_BUNDLE": "/nonexistent/ca.pem"},
         r"^torchenv: error: CA bundle /nonexistent/ca.pem .* does not exist",
     ),
+    (
+        ["lock", "--variant", "cpu"],
+        {"TORCHENV_PYTORCH_INDEX": ""},
+        r"^torchenv: error: variant cpu: .*PyTorch cpu index.*TORCHENV_PYTORCH_INDEX",
+    ),
+    (["build", "--variant", "cu117"], {"TORCHENV_LOCK_DIR": "/nonexistent"}, r"^torchenv: error: variant cu117 has no lock .*invoke lock"),
+    (
+        ["build", "--variant", "cu117"],
+        {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+        r"^torchenv: error: the Docker daemon does not answer.*start it",
+    ),
+    (
+        ["build", "--variant", "cu117"],
+        {"TORCHENV_MIN_FREE_GB": "1000000"},
+        r"^torchenv: error: only [\d.]+ GB free on \S+ \(Docker's data root\); a build of cu117 needs about 1000000 GB",
+    ),
+    (
+        ["build", "--variant", "cu117"],
+        {"TORCHENV_MIN_FREE_GB": "lots"},
+        r"^torchenv: error: setting min_free_gb must be a number, got 'lots'",
+    ),
+    (["push", "--variant", "cu117"], {}, r"^torchenv: error: say where to push: invoke push --registry"),
+    (
+        ["pull", "--variant", "cu117"],
+        {"TORCHENV_DIGESTS_FILE": "/nonexistent/digests.json"},
+        r"^torchenv: error: no pushed image of cu117 is recorded",
+    ),
 ]
 
 

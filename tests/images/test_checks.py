@@ -3,6 +3,7 @@ and train's distinct exit codes, each run in the real image."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -96,3 +97,14 @@ def test_layers_share_the_base_and_end_with_the_app(image: str, variant: Variant
     history = engine.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout.splitlines()
     layer_steps = [step for step in history if "COPY" in step or "RUN" in step or "ADD" in step]
     assert "docker/app" in layer_steps[0] or "/opt/torchenv" in layer_steps[0], layer_steps[0]
+
+
+def test_train_resumes_from_its_checkpoint(container: TrackedContainer) -> None:
+    first = container.host.run("train --epochs 2 --out /tmp/resume")
+    assert first.rc == 0, first.stderr
+    second = container.host.run("train --epochs 4 --resume --out /tmp/resume")
+    assert second.rc == 0, second.stderr
+    assert "resumed from /tmp/resume/checkpoint.pt after epoch 2" in second.stdout
+    assert "epoch   1/4" not in second.stdout and "epoch   3/4" in second.stdout
+    metrics = json.loads(container.host.file("/tmp/resume/metrics.json").content_string)
+    assert [epoch["epoch"] for epoch in metrics["epochs"]] == [1, 2, 3, 4]

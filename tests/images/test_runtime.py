@@ -179,3 +179,13 @@ def test_tags_are_computed_from_the_image(image: str, variant: Variant, matrix, 
     full = [tag for tag in tags if tag.startswith(f"{torch}-{variant.name}-py{variant.python}-")]
     commit = short_commit()
     assert full == ([f"{torch}-{variant.name}-py{variant.python}-{commit}"] if commit else []), tags
+
+
+def test_no_setuid_setgid_files(container: TrackedContainer) -> None:
+    found = container.host.run("find / -xdev -type f -perm /6000 -print 2>/dev/null").stdout.split()
+    assert found == [], f"setuid/setgid files: {found}"
+
+
+def test_no_world_writable_directory_but_tmp(container: TrackedContainer) -> None:
+    found = container.host.run("find / -xdev -type d -perm -0002 -print 2>/dev/null").stdout.split()
+    assert found == ["/tmp"]
