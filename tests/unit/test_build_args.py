@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from torchenv.build import build_args, buildx_command, requirements_context
+from torchenv.build import build_args, buildx_command, exclusive_build, requirements_context
 from torchenv.errors import TorchenvError
 from torchenv.matrix import load_matrix
 from torchenv.settings import Settings
@@ -87,3 +87,13 @@ def test_settings_from_environment_and_invoke_config() -> None:
     assert settings.image_name == "mine"
     with pytest.raises(TorchenvError, match="unknown torchenv setting 'colour'"):
         Settings.load({"colour": "blue"}, environ={})
+
+
+def test_a_second_build_of_the_same_variant_refuses(matrix, tmp_path) -> None:
+    settings = Settings(work_dir=tmp_path)
+    with exclusive_build(matrix.get("cu117"), settings):
+        with pytest.raises(TorchenvError, match="another build of cu117 is running on this machine; wait for it"):
+            with exclusive_build(matrix.get("cu117"), settings):
+                pass
+        with exclusive_build(matrix.get("cu121"), settings):  # other variants are not held up
+            pass
