@@ -144,8 +144,8 @@ def run_in_image(c: Context, variant: str | None, command: list[str], interactiv
     if not engine.image_id(tag):
         raise TorchenvError(f"no image {tag} yet; build it first: invoke build --variant {entry.name}")
     compose.prepare()
-    args = engine.run_args(tag, command)
-    args[2:2] = ["--user", f"{os.getuid()}:{os.getgid()}", "--volume", f"{compose.OUT_DIR}:/out"] + (["-it"] if interactive else [])
+    extra = ["--user", f"{os.getuid()}:{os.getgid()}", "--volume", f"{compose.OUT_DIR}:/out"] + (["-it"] if interactive else [])
+    args = engine.run_args(tag, command, extra=extra)
     sys.exit(subprocess.run(["docker", *args]).returncode)
 
 

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, engine
+from torchenv import PROJECT_ROOT, engine, git
 from torchenv.errors import TorchenvError
 from torchenv.settings import Settings
 
@@ -57,14 +57,7 @@ FALLBACK_EPOCH = 1700000000
 def source_date_epoch() -> int:
     """The commit time of the last change to the base's definition, not the clock, so the
     base (and everything above it) does not change when unrelated code does."""
-    result = subprocess.run(
-        ["git", "log", "-1", "--format=%ct", "--", "torchenv/base.py", "docker/base/"],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    stamp = result.stdout.strip()
-    return int(stamp) if result.returncode == 0 and stamp.isdigit() else FALLBACK_EPOCH
+    return git.last_change_time("torchenv/base.py", "docker/base/") or FALLBACK_EPOCH
 
 
 def base_inputs(suite: str, settings: Settings) -> dict[str, object]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, display_path, engine, wheels
+from torchenv import PROJECT_ROOT, display_path, engine, git, wheels
 from torchenv.base import FALLBACK_EPOCH, ensure_base, package_list, source_date_epoch
 from torchenv.buildlog import failure_reason, run_streaming
 from torchenv.errors import TorchenvError
@@ -26,11 +26,8 @@ def image_tag(variant: Variant, settings: Settings) -> str:
 
 
 def git_revision() -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    if result.returncode != 0:
-        return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    revision = git.head() or "unknown"
+    return revision + ("-dirty" if git.is_dirty() else "")
 
 
 def build_args(variant: Variant, settings: Settings, base_image: str, lock: Lock | None = None) -> dict[str, str]:

@@ -89,10 +89,11 @@ def tag(source: str, target: str) -> None:
     docker("tag", source, target)
 
 
-def run_args(image: str, command: Sequence[str], *, hardened: bool = True) -> list[str]:
+def run_args(image: str, command: Sequence[str], *, hardened: bool = True, extra: Sequence[str] = ()) -> list[str]:
     """`docker run` arguments for a throwaway container as torchenv runs its images:
-    offline, read-only, no capabilities; /tmp is an exec tmpfs for torch.compile."""
-    flags = ["run", "--rm"]
+    offline, read-only, no capabilities; /tmp is an exec tmpfs for torch.compile.
+    EXTRA flags go before the image."""
+    flags = ["run", "--rm", *extra]
     if hardened:
         flags += [
             "--network", "none",

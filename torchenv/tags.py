@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
-from torchenv import PROJECT_ROOT, engine
+from torchenv import engine, git
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Matrix, Variant
 
@@ -24,11 +23,7 @@ def image_versions(image: str) -> dict[str, str]:
 def short_commit() -> str | None:
     """The commit the build came from, or None when the tree has uncommitted changes
     (an immutable tag must name exactly what was built)."""
-    head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    if head.returncode != 0 or dirty.stdout.strip():
-        return None
-    return head.stdout.strip()
+    return None if git.is_dirty() else git.head(short=True)
 
 
 def tags_for(image: str, variant: Variant, matrix: Matrix) -> list[str]:

@@ -61,11 +61,11 @@ class TrackedContainer:
 @pytest.fixture(scope="session")
 def container(image: str) -> Iterator[TrackedContainer]:
     name = f"torchenv-test-{uuid.uuid4().hex[:8]}"
-    args = engine.run_args(image, ["sleep", "infinity"])
-    args[args.index("--rm")] = "--detach"
-    args[1:1] = ["--name", name, "--label", "io.torchenv.test=1"]
+    extra = ["--detach", "--name", name, "--label", "io.torchenv.test=1"]
     if gpus := os.environ.get("TORCHENV_TEST_GPUS"):  # the GPU CI job: TORCHENV_TEST_GPUS=all
-        args[1:1] = ["--gpus", gpus]
+        extra += ["--gpus", gpus]
+    args = engine.run_args(image, ["sleep", "infinity"], extra=extra)
+    args.remove("--rm")
     container_id = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
     try:
         yield TrackedContainer(container_id, testinfra.get_host(f"docker://{container_id}"))

@@ -15,10 +15,9 @@ from .conftest import TrackedContainer
 
 
 def run_in(image: str, *command: str, env: dict[str, str] | None = None, mounts: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    args = engine.run_args(image, list(command))
     extra = [flag for key, value in (env or {}).items() for flag in ("--env", f"{key}={value}")]
     extra += [flag for mount in mounts for flag in ("--volume", mount)]
-    args[2:2] = extra
+    args = engine.run_args(image, list(command), extra=extra)
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -17,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import PROJECT_ROOT, compose, engine, registry
+from torchenv import engine, registry
 from torchenv.build import image_tag
 from torchenv.errors import TorchenvError
 from torchenv.locks import LOCK_DIR
 from torchenv.matrix import load_matrix
 from torchenv.settings import Settings
 from torchenv.testrecords import passed_record
+
+from ..helpers import compose_run
 
 VARIANT = "cu117"
 
@@ -118,15 +119,7 @@ def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_ima
     assert engine.image_id(image_tag(variant, settings)) == tested_image
 
     # compose runs the pulled image by its registry reference.
-    compose.prepare(env_file=tmp_path / ".env", out_dir=tmp_path / "out")
-    env = {**os.environ, **compose.user_environment(), "TORCHENV_IMAGE": reference}
-    run = subprocess.run(
-        ["docker", "compose", "--file", str(PROJECT_ROOT / "compose.yaml"), "--project-directory", str(tmp_path), "run", "--rm", "train"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    run = compose_run(tmp_path, "train", TORCHENV_IMAGE=reference)
     assert run.returncode == 0, run.stdout + run.stderr
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["loss_fell"] is True
 
