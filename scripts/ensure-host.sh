@@ -67,6 +67,12 @@ start_daemon() {
     die "the Docker daemon at /var/run/docker.sock does not answer to $(id -un): add yourself to the 'docker' group or start it ('sudo systemctl start docker')."
   fi
   need_root "a running Docker daemon" "start dockerd"
+  # A daemon that was killed leaves its pid file behind, and a new one refuses to start.
+  local pidfile=/var/run/docker.pid
+  if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "removing the stale $pidfile of a daemon that is gone"
+    rm -f "$pidfile"
+  fi
   if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
     systemctl start docker
   else

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from torchenv.matrix import Variant
 from torchenv.settings import Settings
 from torchenv.tags import short_commit
 
+from ..helpers import blobs_containing
 from .conftest import TrackedContainer
 
 # Containers are started without GPUs unless the GPU CI job asks for them.
@@ -101,9 +104,10 @@ def test_no_pip_cache_or_build_secret_in_the_image(container: TrackedContainer) 
 
 
 def test_host_ca_bundle_left_no_trace(image: str, variant: Variant, container: TrackedContainer, settings: Settings) -> None:
-    """The bundle was a build secret: neither its path nor any certificate that only the
-    host trusts (in neither the base's Debian bundle nor certifi's public one) may appear
-    in the history, the config or any file of the image."""
+    """The bundle was a build secret: neither its path in a build step nor any certificate
+    that only the host trusts (in neither the base's Debian bundle nor certifi's public
+    one) may appear in the history, the config, or any layer of `docker save`, deleted
+    files included."""
     history = subprocess.run(
         ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image], capture_output=True, text=True
     ).stdout
@@ -122,9 +126,19 @@ def test_host_ca_bundle_left_no_trace(image: str, variant: Variant, container: T
     if not host_only:
         pytest.skip("the host's CA bundle holds only public certificates, so a leak could not be told apart")
     # One 64-character line from the middle of each such certificate is distinctive enough.
-    needles = " ".join(f"-e {cert.splitlines()[len(cert.splitlines()) // 2]}" for cert in host_only)
-    found = container.host.run(f"grep -rlF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev {needles} / 2>/dev/null")
-    assert found.stdout.strip() == "", f"host-only certificates found in: {found.stdout}"
+    needles = [cert.splitlines()[len(cert.splitlines()) // 2].encode() for cert in host_only]
+    assert blobs_containing(image, needles) == []
+
+
+def test_no_host_credentials_in_any_layer(image: str) -> None:
+    """Registry logins and secret-looking environment values of this host appear nowhere."""
+    secrets = [value for key, value in os.environ.items() if re.search(r"TOKEN|PASSWORD|SECRET|API_KEY", key) and len(value) >= 8]
+    docker_config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    if docker_config.exists():
+        secrets += [entry["auth"] for entry in json.loads(docker_config.read_text()).get("auths", {}).values() if entry.get("auth")]
+    if not secrets:
+        pytest.skip("this host has no registry login or secret-looking variable to look for")
+    assert blobs_containing(image, [secret.encode() for secret in secrets]) == []
 
 
 def certificates(pem: str) -> set[str]:

@@ -5,9 +5,12 @@ its labels; two from-scratch builds give the same image (`invoke repro`)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,18 +53,49 @@ def test_tampered_hash_fails_in_one_line_and_tags_nothing(tmp_path: Path) -> Non
     assert {line for line in image_state() if not line.startswith("<none>")} == {line for line in before if not line.startswith("<none>")}
 
 
-def test_unlocked_build_needs_the_flag_and_is_labelled(tmp_path: Path) -> None:
+def test_unlocked_build_needs_the_flag(tmp_path: Path) -> None:
     settings = dataclasses.replace(Settings.load(), lock_dir=tmp_path, image_name="torchenv-test-unlocked", work_dir=tmp_path / "work")
     matrix = load_matrix(settings.matrix)
     with pytest.raises(TorchenvError, match="has no lock"):
         build_variant(matrix.get(VARIANT), matrix, settings)
+
+
+def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_path: Path) -> None:
+    """An unlocked build (so its venv really gets built) is interrupted with SIGINT in the
+    middle of its pip step: no tag. The rerun takes the finished steps from the cache,
+    completes, and its labels say it is not reproducible."""
+    (tmp_path / "locks").mkdir()
+    env = {
+        **os.environ,
+        "TORCHENV_LOCK_DIR": str(tmp_path / "locks"),
+        "TORCHENV_ALLOW_UNLOCKED": "1",
+        "TORCHENV_IMAGE_NAME": "torchenv-test-sigint",
+        "TORCHENV_WORK_DIR": str(tmp_path / "work"),
+    }
+    command = [str(Path(sys.executable).with_name("invoke")), "build", "--variant", VARIANT]
     records_before = set(engine.build_cache_ids(""))
     try:
-        tag = build_variant(matrix.get(VARIANT), matrix, dataclasses.replace(settings, allow_unlocked=True))
-        labels = engine.image_labels(tag)
+        build = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        assert build.stdout is not None
+        for line in build.stdout:
+            if "python3 -m venv /opt/venv" in line and "RUN" in line:
+                time.sleep(8)  # well inside the pip download/install
+                os.killpg(build.pid, signal.SIGINT)
+                break
+        build.communicate(timeout=300)
+        assert build.returncode != 0
+        assert engine.image_ids("reference=torchenv-test-sigint") == set()
+
+        rerun = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        assert re.search(r"\[torchenv-base 2/2\] RUN .*\n#\d+ CACHED", rerun.stdout + rerun.stderr), "the rerun did not reuse the cache"
+        labels = engine.image_labels(f"torchenv-test-sigint:{VARIANT}")
         assert labels["io.torchenv.lock-sha256"] == "none: not reproducible"
+        assert "not reproducible: no lock for cu117" in rerun.stdout
     finally:
-        for reference in engine.image_ids("reference=torchenv-test-unlocked"):
+        for reference in engine.image_ids("reference=torchenv-test-sigint"):
             engine.docker("image", "rm", "--force", reference)
         for record in set(engine.build_cache_ids("")) - records_before:  # a torch venv is ~5 GB
             engine.prune_build_cache(record)

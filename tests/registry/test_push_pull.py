@@ -61,6 +61,7 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)  # pushed layers: gigabytes
 
 
 @pytest.fixture
