@@ -19,14 +19,20 @@ class TorchRelease:
     pypi_build: str
     python_min: tuple[int, int]
     python_max: tuple[int, int]
+    # Pins the PyPI build needs beyond its own metadata.
+    pypi_extra_pins: tuple[str, ...] = ()
 
+
+# torch 2.1's nvidia-cusparse-cu12 asks for nvidia-nvjitlink-cu12 without a version, so a
+# resolver takes the newest 12.x; the one released with CUDA 12.1 is what torch was tested with.
+NVJITLINK_12_1 = ("nvidia-nvjitlink-cu12==12.1.105",)
 
 TORCH_RELEASES: dict[str, TorchRelease] = {
     "2.0.0": TorchRelease("0.15.1", "2.0.1", ("none", "11.7", "11.8"), "11.7", (3, 8), (3, 11)),
     "2.0.1": TorchRelease("0.15.2", "2.0.2", ("none", "11.7", "11.8"), "11.7", (3, 8), (3, 11)),
-    "2.1.0": TorchRelease("0.16.0", "2.1.0", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11)),
-    "2.1.1": TorchRelease("0.16.1", "2.1.1", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11)),
-    "2.1.2": TorchRelease("0.16.2", "2.1.2", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11)),
+    "2.1.0": TorchRelease("0.16.0", "2.1.0", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11), NVJITLINK_12_1),
+    "2.1.1": TorchRelease("0.16.1", "2.1.1", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11), NVJITLINK_12_1),
+    "2.1.2": TorchRelease("0.16.2", "2.1.2", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11), NVJITLINK_12_1),
 }
 
 # Minimum Linux driver for a CUDA major version (minor-version compatibility).

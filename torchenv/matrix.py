@@ -63,11 +63,14 @@ class Variant:
 
         numpy<2: torch 2.0/2.1 were compiled against NumPy 1.x and break with NumPy 2.
         """
+        release = compat.TORCH_RELEASES[self.torch_release]
+        extra = list(release.pypi_extra_pins) if self.wheel_source == compat.PYPI else []
         return [
             f"torch=={self.torch}",
             f"torchvision=={self.torchvision}",
             f"torchaudio=={self.torchaudio}",
             "numpy<2",
+            *extra,
         ]
 
 

@@ -37,9 +37,9 @@ def test_committed_lock_pins_every_package_with_a_hash(matrix, name: str) -> Non
     assert lock.platform == "linux/amd64" and lock.source == "pypi"
 
 
-def test_cu121_lock_pins_nvjitlink(matrix) -> None:
-    """torch 2.1's metadata leaves nvidia-nvjitlink-cu12 unpinned; the lock must not."""
-    assert "nvidia-nvjitlink-cu12" in locked_packages(read_lock(matrix.get("cu121")))
+def test_cu121_lock_pins_nvjitlink_of_cuda_12_1(matrix) -> None:
+    """torch 2.1's metadata leaves nvidia-nvjitlink-cu12 unpinned; the lock takes CUDA 12.1's."""
+    assert locked_packages(read_lock(matrix.get("cu121")))["nvidia-nvjitlink-cu12"] == "12.1.105"
 
 
 def test_cu117_lock_has_the_cuda_11_7_wheels(matrix) -> None:
