@@ -81,7 +81,7 @@ def uv_executable() -> str:
     return found
 
 
-def write_lock(variant: Variant, settings: Settings, lock_dir: Path = LOCK_DIR, platform: str = DEFAULT_PLATFORM) -> Path:
+def write_lock(variant: Variant, settings: Settings, platform: str = DEFAULT_PLATFORM) -> Path:
     """Resolves the variant's full dependency set for its target with uv and writes the lock."""
     index = wheels.index_url(variant, settings)
     wheels.require_reachable(variant, settings)
@@ -112,8 +112,8 @@ def write_lock(variant: Variant, settings: Settings, lock_dir: Path = LOCK_DIR, 
             f"# platform: {platform}",
             f"# source-date-epoch: {int(time.time())}",
         ]
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        target = lock_path(variant, lock_dir)
+        settings.lock_dir.mkdir(parents=True, exist_ok=True)
+        target = lock_path(variant, settings.lock_dir)
         text = "\n".join(header) + "\n" + resolved.read_text()
         if target.exists() and without_epoch(target.read_text()) == without_epoch(text):
             return target  # nothing changed: keep the file, and with it the images' timestamps
@@ -166,7 +166,8 @@ def lock_variants(variants: list[Variant], settings: Settings) -> list[str]:
         path.write_text(package_list(ensure_base(suite, settings)))
         done.append(f"recorded the {suite} base's packages in {display_path(path)}")
     for variant in lockable:
-        lock = read_lock(variant, write_lock(variant, settings, settings.lock_dir).parent)
+        write_lock(variant, settings)
+        lock = read_lock(variant, settings.lock_dir)
         assert lock is not None
         done.append(f"locked {variant.name}: {len(locked_packages(lock))} packages in {display_path(lock.path)}")
     if failures:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from torchenv import PROJECT_ROOT
 from torchenv.matrix import DEFAULT_MATRIX
 
 
@@ -51,8 +48,3 @@ def write_matrix(tmp_path: Path):
         return path
 
     return write
-
-
-def run_invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    invoke = Path(sys.executable).with_name("invoke")
-    return subprocess.run([str(invoke), *args], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=600)
