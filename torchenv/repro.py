@@ -131,15 +131,21 @@ def reproduce(variant: Variant, settings: Settings) -> list[str]:
             base_image = bases[0]
         else:
             base_image = variant.base
-        first, second = (build_from_scratch(variant, settings, base_image, lock) for _ in range(2))
+        first = build_from_scratch(variant, settings, base_image, lock)
+        release_new_cache(records_before)  # keep one from-scratch venv on disk at a time, not two
+        second = build_from_scratch(variant, settings, base_image, lock)
         differences = compare(first, second)
         report.append(f"{variant.name}: " + (f"identical: {first}" if not differences else f"DIFFERENT: {first} vs {second}"))
         report += differences
     finally:
         for reference in bases:
             engine.docker("image", "rm", reference, check=False)
-        # The from-scratch builds duplicated the variant's big layers in the build cache
-        # (a torch image is ~5 GB); the regular cache stays as it was.
-        for record in set(engine.build_cache_ids("")) - records_before:
-            engine.prune_build_cache(record)
+        release_new_cache(records_before)
     return report
+
+
+def release_new_cache(records_before: set[str]) -> None:
+    """Prunes the build cache records made since RECORDS_BEFORE: from-scratch builds
+    duplicate the variant's big layers (a torch venv is ~5 GB); the regular cache stays."""
+    for record in set(engine.build_cache_ids("")) - records_before:
+        engine.prune_build_cache(record)
