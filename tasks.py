@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,19 +28,24 @@ from torchenv.settings import Settings
 
 def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     """TorchenvErrors end the command with their one line and exit code, no traceback
-    (set TORCHENV_DEBUG=1 for one)."""
+    (`invoke --debug TASK` or TORCHENV_DEBUG=1 shows one)."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except TorchenvError as error:
-            if os.environ.get("TORCHENV_DEBUG") == "1":
+            if debugging():
                 raise
             print(f"torchenv: error: {error}", file=sys.stderr)
             sys.exit(error.exit_code)
 
     return wrapper
+
+
+def debugging() -> bool:
+    # Invoke's own --debug turns on DEBUG logging before any task runs.
+    return os.environ.get("TORCHENV_DEBUG") == "1" or logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def settings_of(c: Context) -> Settings:

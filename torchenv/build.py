@@ -16,6 +16,7 @@ from torchenv.errors import TorchenvError
 from torchenv.locks import Lock, base_drift, base_list_path, lock_path, read_lock
 from torchenv.matrix import Matrix, Variant
 from torchenv.settings import Settings
+from torchenv.sizes import build_needs_gb
 from torchenv.tags import tags_for
 
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
@@ -116,13 +117,9 @@ def exclusive_build(variant: Variant, settings: Settings) -> Iterator[None]:
         yield
 
 
-# A CUDA variant's venv is ~5 GB, held twice while building (its stage and the image),
-# plus its wheels in the cache; a CPU one is a fraction of that.
-ESTIMATED_BUILD_GB = {"cuda": 15.0, "cpu": 4.0}
-
-
-def needed_space_gb(variant: Variant, settings: Settings) -> float:
-    return settings.min_free_gb or ESTIMATED_BUILD_GB["cpu" if variant.cuda == "none" else "cuda"]
+def needed_space_gb(variant: Variant, settings: Settings, lock: Lock | None) -> float:
+    """TORCHENV_MIN_FREE_GB, or an estimate from the lock's wheel sizes."""
+    return settings.min_free_gb or build_needs_gb(lock.wheel_bytes if lock else None, variant.cuda)
 
 
 def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
@@ -132,7 +129,7 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
     wheels.require_reachable(variant, settings)
     lock = lock_for(variant, settings)
     engine.require_engine()
-    engine.require_free_space(needed_space_gb(variant, settings), f"a build of {variant.name}")
+    engine.require_free_space(needed_space_gb(variant, settings, lock), f"a build of {variant.name}")
     with exclusive_build(variant, settings):
         base_image = base_image_for(variant, settings)
         with tempfile.TemporaryDirectory(prefix="build-", dir=settings.work_dir) as scratch:

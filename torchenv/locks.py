@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, display_path, engine, wheels
+from torchenv import PROJECT_ROOT, display_path, engine, sizes, wheels
 from torchenv.base import ensure_base, package_list
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Variant
@@ -36,6 +36,8 @@ class Lock:
     platform: str
     source_date_epoch: int
     sha256: str
+    # The download size of its wheels, where the index gave their sizes.
+    wheel_bytes: int | None = None
 
 
 def lock_path(variant: Variant, lock_dir: Path = LOCK_DIR) -> Path:
@@ -62,6 +64,7 @@ def read_lock(variant: Variant, lock_dir: Path = LOCK_DIR) -> Lock | None:
             platform=fields["platform"],
             source_date_epoch=int(fields["source-date-epoch"]),
             sha256=hashlib.sha256(text.encode()).hexdigest(),
+            wheel_bytes=int(fields["wheel-bytes"]) if fields.get("wheel-bytes", "unknown") != "unknown" else None,
         )
     except (KeyError, ValueError):
         raise TorchenvError(f"{display} lacks torchenv's header; regenerate it: invoke lock --variant {variant.name}") from None
@@ -104,12 +107,14 @@ def write_lock(variant: Variant, settings: Settings, platform: str = DEFAULT_PLA
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
             raise TorchenvError(f"uv could not resolve {variant.name}: {' '.join(lines[-3:])}")
+        download = sizes.wheel_bytes(resolved.read_text(), index or wheels.pypi_simple_url(), platform, settings)
         header = [
             f"# torchenv lock for variant {variant.name}: torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python}.",
             f"# Made by `invoke lock --variant {variant.name}`; builds install exactly this (--require-hashes --no-deps).",
             f"# requirements: {' '.join(variant.requirements)}",
             f"# wheel-source: {wheel_source_name(variant)}",
             f"# platform: {platform}",
+            f"# wheel-bytes: {download if download is not None else 'unknown'}",
             f"# source-date-epoch: {int(time.time())}",
         ]
         settings.lock_dir.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,12 @@ CASES = [
         {"TORCHENV_PYTORCH_INDEX": "http://127.0.0.1:9/whl"},
         r"^torchenv: error: variant cu118: the PyTorch cu118 index could not be reached at http://127.0.0.1:9/whl/cu118/torch/ .*mirror",
     ),
+    (
+        # The network breaks: every request goes to a proxy that is not there.
+        ["build", "--variant", "cu117"],
+        {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""},
+        r"^torchenv: error: variant cu117: PyPI could not be reached at \S+/torch/ \(.*\); check the network",
+    ),
     (["verify", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'"),
     (["test", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'"),
     (
@@ -99,3 +105,10 @@ def test_list_prints_the_matrix() -> None:
     assert rows[0].split()[:3] == ["variant", "torch", "torchvision"]
     assert [row.split()[0] for row in rows[2:]] == ["cpu", "cu117", "cu118", "cu121"]
     assert "cu117 (default)" in result.stdout and "525.60.13" in result.stdout
+
+
+def test_debug_flag_shows_the_traceback() -> None:
+    result = run_invoke("--debug", "build", "--variant", "cu999")
+    assert result.returncode != 0
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "TorchenvError: unknown variant 'cu999'" in result.stderr

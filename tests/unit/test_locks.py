@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from torchenv.build import build_args, lock_for
+from torchenv.build import build_args, lock_for, needed_space_gb
 from torchenv.errors import TorchenvError
 from torchenv.locks import LOCK_DIR, base_drift, locked_packages, read_lock, without_epoch
 from torchenv.matrix import load_matrix
 from torchenv.settings import Settings
+from torchenv.sizes import locked_hashes
 
 LOCKED_HERE = ["cu117", "cu121"]
 
@@ -88,3 +89,21 @@ def test_base_drift_lists_changed_packages(tmp_path: Path) -> None:
     first = recorded.splitlines()[0]
     moved = recorded.replace(first, first + "+moved")
     assert base_drift("bookworm", moved, tmp_path) == sorted([first, first + "+moved"])
+
+
+@pytest.mark.parametrize("name", LOCKED_HERE)
+def test_disk_estimate_comes_from_the_locked_wheel_sizes(matrix, name: str) -> None:
+    """The lock records its wheels' download size; a build's disk check scales with it."""
+    variant = matrix.get(name)
+    lock = read_lock(variant)
+    assert lock is not None and lock.wheel_bytes is not None
+    assert 1.5e9 < lock.wheel_bytes < 4e9  # torch + the nvidia wheels
+    needed = needed_space_gb(variant, Settings.load(), lock)
+    assert needed == pytest.approx(lock.wheel_bytes / 1e9 * 5.4 + 1)
+    assert needed_space_gb(variant, Settings.load({"min_free_gb": 3}), lock) == 3
+
+
+def test_locked_hashes_reads_every_package() -> None:
+    one, two, three = "1" * 64, "2" * 64, "3" * 64
+    text = f"a==1 \\\n    --hash=sha256:{one} \\\n    --hash=sha256:{two}\n    # via b\nb==2 \\\n    --hash=sha256:{three}\n"
+    assert locked_hashes(text) == {"a": [one, two], "b": [three]}

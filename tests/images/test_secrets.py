@@ -1,0 +1,90 @@
+"""No secret reaches an image: every layer (deleted files included), the history and the
+labels of `docker save` are searched in one pass for the build's CA bundle, this host's
+logins and anything that looks like a credential."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from torchenv.build import base_image_for
+from torchenv.matrix import Variant
+from torchenv.settings import Settings
+
+from ..secret_scan import ScanResult, scan_saved_image
+from .conftest import TrackedContainer
+
+
+@dataclass
+class Needles:
+    host_ca: list[bytes]  # a line from each certificate only the host's bundle has
+    host_secrets: list[bytes]  # registry logins, secret-looking environment values
+
+
+def certificates(pem: str) -> set[str]:
+    """The base64 bodies of the certificates in a PEM bundle."""
+    parts = pem.split("-----BEGIN CERTIFICATE-----")[1:]
+    return {part.split("-----END CERTIFICATE-----")[0].strip() for part in parts}
+
+
+def host_secrets() -> list[bytes]:
+    secrets = [value for key, value in os.environ.items() if re.search(r"TOKEN|PASSWORD|SECRET|API_KEY", key) and len(value) >= 8]
+    docker_config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    if docker_config.exists():
+        secrets += [entry["auth"] for entry in json.loads(docker_config.read_text()).get("auths", {}).values() if entry.get("auth")]
+    return [secret.encode() for secret in secrets]
+
+
+@pytest.fixture(scope="session")
+def needles(variant: Variant, settings: Settings, container: TrackedContainer) -> Needles:
+    bundle = settings.ca_bundle_path()
+    assert bundle is not None, "the host has no CA bundle; nothing was handed to the build"
+    base_bundle = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", base_image_for(variant, settings), "cat", "/etc/ssl/certs/ca-certificates.crt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    certifi_bundles = container.host.check_output("cat $(find /opt/venv -name cacert.pem)")
+    host_only = certificates(bundle.read_text()) - certificates(base_bundle) - certificates(certifi_bundles)
+    # One 64-character line from the middle of each such certificate is distinctive enough.
+    return Needles([cert.splitlines()[len(cert.splitlines()) // 2].encode() for cert in host_only], host_secrets())
+
+
+@pytest.fixture(scope="session")
+def scan(image: str, needles: Needles) -> ScanResult:
+    return scan_saved_image(image, needles.host_ca + needles.host_secrets)
+
+
+def test_no_build_secret_named_in_history_or_config(image: str) -> None:
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image], capture_output=True, text=True
+    ).stdout
+    config = subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True).stdout
+    assert "PIP_CERT=/etc" not in history + config and "ca-certificates.crt" not in history + config
+
+
+def test_host_ca_bundle_left_no_trace(needles: Needles, scan: ScanResult) -> None:
+    """The bundle was a build secret: no certificate that only the host trusts (in neither
+    the base's Debian bundle nor certifi's public one) may appear anywhere."""
+    if not needles.host_ca:
+        pytest.skip("the host's CA bundle holds only public certificates, so a leak could not be told apart")
+    assert [hit for hit in scan.needles if hit[1] in needles.host_ca] == []
+
+
+def test_no_host_credentials_in_any_layer(needles: Needles, scan: ScanResult) -> None:
+    if not needles.host_secrets:
+        pytest.skip("this host has no registry login or secret-looking variable to look for")
+    assert [hit for hit in scan.needles if hit[1] in needles.host_secrets] == []
+
+
+def test_no_credential_looking_string_in_any_layer(scan: ScanResult) -> None:
+    """Private keys, cloud and forge tokens, logins, user:password URLs: none but the
+    documented examples and test vectors in tests/secret_scan.py NOT_SECRETS."""
+    assert scan.unexpected_credentials() == []

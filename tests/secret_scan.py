@@ -1,0 +1,103 @@
+"""One pass over `docker save IMAGE`: every file of every layer (deleted ones included),
+the config (history, labels) and the manifests, searched for exact secrets and for
+anything that looks like a credential."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import IO
+
+# Each pattern with a literal that every match contains: a cheap `in` test first keeps
+# the regex off the gigabytes of binaries that cannot match.
+CREDENTIAL_PATTERNS: list[tuple[tuple[bytes, ...], re.Pattern[bytes]]] = [
+    ((b"PRIVATE KEY-----",), re.compile(rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----")),
+    ((b"AKIA",), re.compile(rb"(?<![A-Za-z0-9])AKIA[0-9A-Z]{16}(?![A-Za-z0-9])")),  # an AWS access key id
+    ((b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"), re.compile(rb"gh[pousr]_[A-Za-z0-9]{36}")),  # a GitHub token
+    ((b"xox",), re.compile(rb"xox[abprs]-[0-9A-Za-z-]{10,}")),  # a Slack token
+    ((b'"auth"',), re.compile(rb'"auth"\s*:\s*"[A-Za-z0-9+/]{12,}={0,2}"')),  # a docker config.json login
+    ((b"://",), re.compile(rb"[a-z][a-z0-9+.-]*://[A-Za-z0-9._~%-]+:[A-Za-z0-9._~%!$&'()*+,;=-]+@[A-Za-z0-9.-]+")),  # user:pass@
+]
+
+# Matches that are not secrets, each with why: (path pattern inside a layer, matched text).
+NOT_SECRETS: list[tuple[str, bytes, str]] = [
+    ("usr/lib/*/libgnutls.so.*", b"PRIVATE KEY-----", "GnuTLS's built-in self-test keys, published in its source"),
+    ("usr/share/perl/*/HTTP/Tiny.pm", b"@", "documentation examples (john%40example.com, user:pass@proxy.example.com)"),
+    ("opt/venv/lib/python3.*/site-packages/*urllib3/util/*url*", b"username:password@host.com", "a docstring example"),
+    ("opt/venv/lib/python3.*/site-packages/*/_vendor/urllib3/util/*url*", b"username:password@host.com", "a docstring example"),
+]
+
+
+@dataclass
+class ScanResult:
+    needles: list[tuple[str, bytes]] = field(default_factory=list)  # (where, needle)
+    credentials: list[tuple[str, bytes]] = field(default_factory=list)  # (where, matched text)
+
+    def unexpected_credentials(self) -> list[tuple[str, bytes]]:
+        return [(where, text) for where, text in self.credentials if not is_known(where, text)]
+
+
+def is_known(where: str, text: bytes) -> bool:
+    path = where.split(":", 1)[-1]
+    return any(fnmatch(path, pattern) and part in text for pattern, part, _ in NOT_SECRETS)
+
+
+def scan_saved_image(image: str, needles: list[bytes]) -> ScanResult:
+    with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
+        assert save.stdout is not None
+        result = scan_archive(save.stdout, needles)
+    assert save.returncode == 0, f"docker save {image} failed"
+    return result
+
+
+def scan_archive(stream: IO[bytes], needles: list[bytes]) -> ScanResult:
+    """Scans an image archive (a tar of blobs, some of them layer tars)."""
+    result = ScanResult()
+    for where, data in _files(stream):
+        result.needles += [(where, needle) for needle in needles if needle in data]
+        for literals, pattern in CREDENTIAL_PATTERNS:
+            if any(literal in data for literal in literals):
+                result.credentials += [(where, match.group()[:120]) for match in pattern.finditer(data)]
+    return result
+
+
+def _files(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            blob = archive.extractfile(member) if member.isfile() else None
+            if blob is None:
+                continue
+            head = blob.read(512)
+            if len(head) == 512 and head[257:262] == b"ustar":  # a layer: a tar of its own
+                layer = io.BufferedReader(_Prepended(head, blob), 1 << 20)
+                with tarfile.open(fileobj=layer, mode="r|") as files:
+                    for entry in files:
+                        content = files.extractfile(entry) if entry.isfile() else None
+                        if content is not None:
+                            yield f"{member.name}:{entry.name}", content.read()
+            else:
+                yield member.name, head + blob.read()
+
+
+class _Prepended(io.RawIOBase):
+    """A stream whose first bytes were already read."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.head:
+            count = min(len(buffer), len(self.head))
+            buffer[:count], self.head = self.head[:count], self.head[count:]
+            return count
+        data = self.rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -1,0 +1,47 @@
+"""How much disk a variant's build needs, estimated from the sizes of its locked wheels."""
+
+from __future__ import annotations
+
+import re
+
+from torchenv.settings import Settings
+from torchenv.wheels import file_sizes
+
+# The wheel file names' architecture tag per platform.
+ARCH_TAGS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+# Installed, a wheel takes about 2.2 times its size; a build holds the installed venv
+# twice (its stage and the image's layer) and the wheels once (the cache mount).
+INSTALLED_PER_WHEEL_BYTE = 2.2
+BUILD_OVERHEAD_GB = 1.0
+# Without sizes in the lock (an index that does not give them): what a variant took here.
+FALLBACK_GB = {"cuda": 15.0, "cpu": 4.0}
+
+PACKAGE = re.compile(r"^([A-Za-z0-9_.\-]+)==\S+(?P<hashes>(?:\s*\\\s*--hash=sha256:[0-9a-f]{64})+)", re.M)
+
+
+def locked_hashes(lock_text: str) -> dict[str, list[str]]:
+    """name -> the sha256 hashes the lock allows for it."""
+    return {match[1].lower(): re.findall(r"sha256:([0-9a-f]{64})", match["hashes"]) for match in PACKAGE.finditer(lock_text)}
+
+
+def wheel_bytes(lock_text: str, index: str, platform: str, settings: Settings) -> int | None:
+    """The download size of the wheels a build of this lock installs, from the index's file
+    sizes; None when the index does not give them."""
+    arch = ARCH_TAGS[platform]
+    total = 0
+    for name, hashes in locked_hashes(lock_text).items():
+        sizes = file_sizes(index, name, settings)
+        candidates = [sizes[digest] for digest in hashes if digest in sizes]
+        if not candidates:
+            return None
+        # The lock allows every file of a version; the build takes the one for its platform.
+        fitting = [size for file, size in candidates if arch in file or file.endswith("-any.whl")]
+        total += max(fitting or [size for _, size in candidates])
+    return total
+
+
+def build_needs_gb(wheel_download_bytes: int | None, cuda: str) -> float:
+    if wheel_download_bytes is None:
+        return FALLBACK_GB["cpu" if cuda == "none" else "cuda"]
+    download_gb = wheel_download_bytes / 1e9
+    return download_gb * (1 + 2 * INSTALLED_PER_WHEEL_BYTE) + BUILD_OVERHEAD_GB
