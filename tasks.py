@@ -56,10 +56,15 @@ def matrix_of(settings: Settings) -> Matrix:
     return load_matrix(settings.matrix)
 
 
-def chosen(c: Context, variant: str | None, all_variants: bool = False) -> tuple[Settings, Matrix, list[Variant]]:
+def chosen(
+    c: Context, variant: str | None, all_variants: bool = False, platform: str | None = None
+) -> tuple[Settings, Matrix, list[Variant]]:
     settings = settings_of(c)
     matrix = matrix_of(settings)
-    return settings, matrix, matrix.select(variant, all_variants)
+    return settings, matrix, matrix.select(variant, all_variants, platform or None)
+
+
+PLATFORM_HELP = "linux/amd64 or linux/arm64 (default: this host's, where the variant has it; others run emulated)"
 
 
 @task(name="list")
@@ -83,12 +88,15 @@ def matrix(c: Context) -> None:
         "all": "build every variant",
         "allow-unlocked": "build a variant without a lock from its pins (not reproducible; the image's labels say so)",
         "pull-first": "use the pushed image recorded in images/digests.json when its lock matches; build otherwise",
+        "platform": PLATFORM_HELP,
     }
 )
 @one_line_errors
-def build(c: Context, variant: str | None = None, all: bool = False, allow_unlocked: bool = False, pull_first: bool = False) -> None:
+def build(
+    c: Context, variant: str | None = None, all: bool = False, allow_unlocked: bool = False, pull_first: bool = False, platform: str = ""
+) -> None:
     """Build, verify and tag a variant's image."""
-    settings, matrix, variants = chosen(c, variant, all)
+    settings, matrix, variants = chosen(c, variant, all, platform)
     if allow_unlocked:
         settings = dataclasses.replace(settings, allow_unlocked=True)
     for entry in variants:
@@ -101,11 +109,20 @@ def build(c: Context, variant: str | None = None, all: bool = False, allow_unloc
     compose.prepare()
 
 
-@task(help={"variant": "variant to lock (default: the matrix's default)", "all": "lock every variant"})
+@task(
+    help={
+        "variant": "variant to lock (default: the matrix's default)",
+        "all": "lock every variant",
+        "platform": "lock only this platform (default: every platform of the variant)",
+    }
+)
 @one_line_errors
-def lock(c: Context, variant: str | None = None, all: bool = False) -> None:
-    """Resolve a variant's full dependency set with uv into images/locks/<variant>.txt (hash-locked)."""
-    settings, _, variants = chosen(c, variant, all)
+def lock(c: Context, variant: str | None = None, all: bool = False, platform: str = "") -> None:
+    """Resolve a variant's full dependency set with uv into images/locks/<variant>[-<arch>].txt (hash-locked)."""
+    settings, matrix, variants = chosen(c, variant, all, platform)
+    if not platform:  # every platform of the chosen variants
+        names = {entry.name for entry in variants}
+        variants = [entry for entry in matrix.every_build() if entry.name in names]
     for line in locks.lock_variants(variants, settings):
         print(f"torchenv: {line}")
 
@@ -144,36 +161,36 @@ def pull(c: Context, variant: str | None = None, registry_: str = "") -> None:
     print(f"torchenv: pulled {reference}; it matches the matrix and lock and is tagged {image_tag(entry, settings)}")
 
 
-def run_in_image(c: Context, variant: str | None, command: list[str], interactive: bool = False) -> None:
-    settings, _, (entry,) = chosen(c, variant)
+def run_in_image(c: Context, variant: str | None, platform: str, command: list[str], interactive: bool = False) -> None:
+    settings, _, (entry,) = chosen(c, variant, platform=platform)
     tag = image_tag(entry, settings)
     if not engine.image_id(tag):
-        raise TorchenvError(f"no image {tag} yet; build it first: invoke build --variant {entry.name}")
+        raise TorchenvError(f"no image {tag} yet; build it first: invoke build --variant {entry.name} --platform {entry.platform}")
     compose.prepare()
     extra = ["--user", f"{os.getuid()}:{os.getgid()}", "--volume", f"{compose.OUT_DIR}:/out"] + (["-it"] if interactive else [])
-    args = engine.run_args(tag, command, extra=extra)
+    args = engine.run_args(tag, command, extra=extra, platform=entry.platform)
     sys.exit(subprocess.run(["docker", *args]).returncode)
 
 
-@task(help={"variant": "variant to run (default: the matrix's default)"})
+@task(help={"variant": "variant to run (default: the matrix's default)", "platform": PLATFORM_HELP})
 @one_line_errors
-def verify(c: Context, variant: str | None = None, as_json: bool = False) -> None:
+def verify(c: Context, variant: str | None = None, as_json: bool = False, platform: str = "") -> None:
     """Run `verify` in a built variant's container (--as-json for machines)."""
-    run_in_image(c, variant, ["verify"] + (["--json"] if as_json else []))
+    run_in_image(c, variant, platform, ["verify"] + (["--json"] if as_json else []))
 
 
-@task(help={"variant": "variant to run", "args": "extra arguments for train, e.g. '--epochs 3'"})
+@task(help={"variant": "variant to run", "args": "extra arguments for train, e.g. '--epochs 3' or '--nproc 2'", "platform": PLATFORM_HELP})
 @one_line_errors
-def train(c: Context, variant: str | None = None, args: str = "") -> None:
+def train(c: Context, variant: str | None = None, args: str = "", platform: str = "") -> None:
     """Run the training demo in a built variant's container; output lands in ./out."""
-    run_in_image(c, variant, ["train", *args.split()])
+    run_in_image(c, variant, platform, ["train", *args.split()])
 
 
-@task(help={"variant": "variant to open a shell in"})
+@task(help={"variant": "variant to open a shell in", "platform": PLATFORM_HELP})
 @one_line_errors
-def shell(c: Context, variant: str | None = None) -> None:
+def shell(c: Context, variant: str | None = None, platform: str = "") -> None:
     """Open a bash shell in a built variant's container."""
-    run_in_image(c, variant, ["bash"], interactive=True)
+    run_in_image(c, variant, platform, ["bash"], interactive=True)
 
 
 @task(help={"variant": "also build+test only this variant's image (default: every variant buildable here)", "unit": "unit tests only"})

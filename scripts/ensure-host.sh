@@ -40,6 +40,12 @@ install_packages() {
   # The tests push to and pull from a real registry (the distribution registry).
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v python3 >/dev/null || missing+=(python3)
+  # The cpu variant's arm64 image is built and tested here under emulation.
+  if [ "$(uname -m)" = x86_64 ]; then
+    [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || missing+=(qemu-user-static)
+    command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+    command -v arch-test >/dev/null || missing+=(arch-test)
+  fi
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   [ ${#missing[@]} = 0 ] && return 0
   command -v apt-get >/dev/null \
@@ -50,6 +56,9 @@ install_packages() {
   [[ " ${missing[*]} " == *" mmdebstrap "* ]] && pkgs+=(mmdebstrap)
   [[ " ${missing[*]} " == *" docker-registry "* ]] && pkgs+=(docker-registry)
   [[ " ${missing[*]} " == *" python3"* ]] && pkgs+=(python3 python3-venv)
+  for emulation in qemu-user-static binfmt-support arch-test; do
+    [[ " ${missing[*]} " == *" $emulation "* ]] && pkgs+=("$emulation")
+  done
   if [[ " ${missing[*]} " == *" engine "* ]]; then
     add_trixie_source
     pkgs+=(docker.io/trixie docker-buildx/trixie docker-compose/trixie)
@@ -86,5 +95,19 @@ start_daemon() {
   die "dockerd did not answer within 60 s on /var/run/docker.sock: see $DOCKERD_LOG."
 }
 
+# binfmt_misc hands arm64 binaries to qemu; the handler's F flag opens the emulator once,
+# so it works inside containers and mmdebstrap's chroot too.
+enable_arm64_emulation() {
+  [ "$(uname -m)" = x86_64 ] || return 0
+  local misc=/proc/sys/fs/binfmt_misc
+  [ -e "$misc/qemu-aarch64" ] && head -1 "$misc/qemu-aarch64" | grep -q enabled && return 0
+  need_root "arm64 emulation (binfmt_misc)" "mount binfmt_misc and run update-binfmts --enable qemu-aarch64"
+  [ -e "$misc/register" ] || mount -t binfmt_misc binfmt_misc "$misc" \
+    || die "cannot mount binfmt_misc on $misc: arm64 images cannot be built here (a container host must allow it)."
+  update-binfmts --enable qemu-aarch64 || die "update-binfmts could not enable qemu-aarch64: see 'update-binfmts --display qemu-aarch64'."
+  log "arm64 emulation enabled (qemu-aarch64 through binfmt_misc)"
+}
+
 install_packages
+enable_arm64_emulation
 start_daemon

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, engine, git
+from torchenv import PROJECT_ROOT, engine, git, platforms
 from torchenv.errors import TorchenvError
 from torchenv.settings import Settings
 
@@ -60,8 +60,12 @@ def source_date_epoch() -> int:
     return git.last_change_time("torchenv/base.py", "docker/base/") or FALLBACK_EPOCH
 
 
-def base_inputs(suite: str, settings: Settings) -> dict[str, object]:
+def base_inputs(suite: str, settings: Settings, platform: str = platforms.AMD64) -> dict[str, object]:
+    # The architecture joins the inputs only where it is not the first one, so that
+    # amd64 bases keep the names they always had.
+    architecture = {} if platform == platforms.AMD64 else {"architecture": platforms.arch(platform)}
     return {
+        **architecture,
         "suite": suite,
         "packages": PACKAGES,
         "dpkg_options": DPKG_OPTIONS,
@@ -73,29 +77,33 @@ def base_inputs(suite: str, settings: Settings) -> dict[str, object]:
     }
 
 
-def base_reference(suite: str, settings: Settings) -> str:
-    digest = hashlib.sha256(json.dumps(base_inputs(suite, settings), sort_keys=True).encode()).hexdigest()
-    return f"{BASE_REPOSITORY}:{suite}-{digest[:12]}"
+def base_reference(suite: str, settings: Settings, platform: str = platforms.AMD64) -> str:
+    digest = hashlib.sha256(json.dumps(base_inputs(suite, settings, platform), sort_keys=True).encode()).hexdigest()
+    name = suite if platform == platforms.AMD64 else f"{suite}-{platforms.arch(platform)}"
+    return f"{BASE_REPOSITORY}:{name}-{digest[:12]}"
 
 
-def ensure_base(suite: str, settings: Settings) -> str:
-    """The base image for a Debian suite; built only when no image of these inputs exists."""
-    reference = base_reference(suite, settings)
+def ensure_base(suite: str, settings: Settings, platform: str = platforms.AMD64) -> str:
+    """The base image for a Debian suite and platform; built only when no image of these inputs exists."""
+    reference = base_reference(suite, settings, platform)
     if engine.image_id(reference):
         return reference
-    print(f"torchenv: making the Debian {suite} base with mmdebstrap (once; about a minute)", flush=True)
-    return make_base(suite, settings, reference)
+    emulated = "" if platform == platforms.host_platform() else ", emulated: about 3 minutes"
+    print(f"torchenv: making the Debian {suite} {platform} base with mmdebstrap (once{emulated or '; about a minute'})", flush=True)
+    return make_base(suite, settings, reference, platform=platform)
 
 
-def make_base(suite: str, settings: Settings, reference: str, no_cache: bool = False) -> str:
+def make_base(suite: str, settings: Settings, reference: str, no_cache: bool = False, platform: str = platforms.AMD64) -> str:
     """Bootstraps the root filesystem and imports it as the image REFERENCE."""
     if shutil.which("mmdebstrap") is None:
         raise TorchenvError("mmdebstrap is not installed; run ./invokew once (it installs it) or `sudo apt-get install mmdebstrap`")
-    epoch = base_inputs(suite, settings)["epoch"]
+    platforms.require_runnable(platform)  # maintainer scripts run inside the new root
+    epoch = base_inputs(suite, settings, platform)["epoch"]
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="base-", dir=settings.work_dir) as context:
         rootfs = Path(context) / "rootfs.tar"
-        command = ["mmdebstrap", "--variant=apt", "--quiet", "--format=tar", "--include=" + ",".join(PACKAGES)]
+        command = ["mmdebstrap", "--variant=apt", "--quiet", "--format=tar", f"--architectures={platforms.arch(platform)}"]
+        command += ["--include=" + ",".join(PACKAGES)]
         command += [f"--dpkgopt={option}" for option in DPKG_OPTIONS]
         command += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
         if settings.debian_snapshot:
@@ -107,12 +115,12 @@ def make_base(suite: str, settings: Settings, reference: str, no_cache: bool = F
             raise TorchenvError(f"mmdebstrap could not make the {suite} base: {engine.last_line(made.stderr)}")
         shutil.copy(BASE_DOCKERFILE, Path(context) / "Dockerfile")
         engine.docker(
-            "buildx", "build", "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", "--label", f"io.torchenv.base={suite}",
+            "buildx", "build", "--platform", platform, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", "--label", f"io.torchenv.base={suite}",
             "--tag", reference, "--quiet", *(["--no-cache"] if no_cache else []), context,
         )  # fmt: skip
     return reference
 
 
-def package_list(reference: str) -> str:
+def package_list(reference: str, platform: str = platforms.AMD64) -> str:
     """The "name version architecture" lines a base image was made from."""
-    return engine.docker("run", "--rm", "--network", "none", reference, "cat", f"/{PACKAGE_LIST}").stdout
+    return engine.docker("run", "--rm", "--platform", platform, "--network", "none", reference, "cat", f"/{PACKAGE_LIST}").stdout

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, display_path, engine, git, wheels
+from torchenv import PROJECT_ROOT, display_path, engine, git, platforms, wheels
 from torchenv.base import FALLBACK_EPOCH, ensure_base, package_list, source_date_epoch
 from torchenv.buildlog import failure_reason, run_streaming
 from torchenv.errors import TorchenvError
 from torchenv.locks import Lock, base_drift, base_list_path, lock_path, read_lock
 from torchenv.matrix import Matrix, Variant
+from torchenv.platforms import host_platform
 from torchenv.settings import Settings
 from torchenv.sizes import build_needs_gb
 from torchenv.tags import tags_for
@@ -23,7 +24,7 @@ DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
 
 
 def image_tag(variant: Variant, settings: Settings) -> str:
-    return f"{settings.image_name}:{variant.name}"
+    return f"{settings.image_name}:{variant.local_name}"
 
 
 def git_revision() -> str:
@@ -55,6 +56,7 @@ def build_args(variant: Variant, settings: Settings, base_image: str, lock: Lock
 
 def buildx_command(variant: Variant, settings: Settings, base_image: str, iidfile: Path, lock: Lock | None = None) -> list[str]:
     command = ["docker", "buildx", "build", "--file", str(DOCKERFILE), "--iidfile", str(iidfile), "--progress", settings.progress]
+    command += ["--platform", variant.platform]
     # The requirements file (the lock, or the plain pins) travels as its own small context.
     command += ["--build-context", f"requirements={requirements_context(variant, settings, lock)}"]
     ca_bundle = settings.ca_bundle_path()
@@ -67,7 +69,7 @@ def buildx_command(variant: Variant, settings: Settings, base_image: str, iidfil
 
 
 def requirements_context(variant: Variant, settings: Settings, lock: Lock | None) -> Path:
-    context = settings.work_dir / "requirements" / variant.name
+    context = settings.work_dir / "requirements" / variant.build_name
     context.mkdir(parents=True, exist_ok=True)
     text = lock.path.read_text() if lock else "\n".join(variant.requirements) + "\n"
     (context / "requirements.txt").write_text(text)
@@ -91,10 +93,10 @@ def lock_for(variant: Variant, settings: Settings) -> Lock | None:
 def base_image_for(variant: Variant, settings: Settings) -> str:
     if not variant.debian_suite:
         return variant.base
-    reference = ensure_base(variant.debian_suite, settings)
-    drift = base_drift(variant.debian_suite, package_list(reference), settings.lock_dir)
+    reference = ensure_base(variant.debian_suite, settings, variant.platform)
+    drift = base_drift(variant.debian_suite, package_list(reference, variant.platform), settings.lock_dir, variant.platform)
     if drift:
-        recorded = display_path(base_list_path(variant.debian_suite, settings.lock_dir))
+        recorded = display_path(base_list_path(variant.debian_suite, settings.lock_dir, variant.platform))
         print(
             f"torchenv: WARNING: the {variant.debian_suite} base differs from {recorded} "
             f"in {len(drift)} package lines (the archive moved on); pin the archive with a snapshot mirror "
@@ -109,11 +111,13 @@ def exclusive_build(variant: Variant, settings: Settings) -> Iterator[None]:
     """One build per variant at a time: a second one refuses instead of racing the first."""
     locks = settings.work_dir / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{variant.name}.lock", "w") as lock:
+    with open(locks / f"{variant.build_name}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TorchenvError(f"another build of {variant.name} is running on this machine; wait for it to finish, then retry") from None
+            raise TorchenvError(
+                f"another build of {variant.build_name} is running on this machine; wait for it to finish, then retry"
+            ) from None
         yield
 
 
@@ -128,13 +132,19 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
     settings.ca_bundle_path()  # a wrong CA bundle path fails here, before anything is made
     wheels.require_reachable(variant, settings)
     lock = lock_for(variant, settings)
+    platforms.require_runnable(variant.platform)
     engine.require_engine()
     engine.require_free_space(needed_space_gb(variant, settings, lock), f"a build of {variant.name}")
     with exclusive_build(variant, settings):
         base_image = base_image_for(variant, settings)
         with tempfile.TemporaryDirectory(prefix="build-", dir=settings.work_dir) as scratch:
             iidfile = Path(scratch) / "iid"
-            print(f"torchenv: building {variant.name} (torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})", flush=True)
+            emulated = "" if variant.platform == host_platform() else ", emulated"
+            print(
+                f"torchenv: building {variant.name} for {variant.platform}{emulated} "
+                f"(torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})",
+                flush=True,
+            )
             returncode, output = run_streaming(buildx_command(variant, settings, base_image, iidfile, lock))
             if returncode != 0:
                 reason = failure_reason(output) or "see BuildKit's output above"
@@ -146,11 +156,11 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
             print(f"torchenv: {tag} is unchanged ({image[:19]}) and was verified when tagged", flush=True)
             return tag
         print(f"torchenv: verifying {variant.name} ({image[:19]}) in a container before tagging it", flush=True)
-        check = subprocess.run(["docker", *engine.run_args(image, ["verify"])])
+        check = subprocess.run(["docker", *engine.run_args(image, ["verify"], platform=variant.platform)])
         if check.returncode != 0:
             raise TorchenvError(f"{variant.name} built as {image[:19]} but failed verify (report above); nothing was tagged")
         names = tags_for(image, variant, matrix)
         for name in names:
             engine.tag(image, f"{settings.image_name}:{name}")
-        print(f"torchenv: {tag} is ready, also tagged {', '.join(name for name in names if name != variant.name)}", flush=True)
+        print(f"torchenv: {tag} is ready, also tagged {', '.join(name for name in names if name != variant.local_name)}", flush=True)
         return tag

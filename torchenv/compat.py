@@ -35,6 +35,15 @@ TORCH_RELEASES: dict[str, TorchRelease] = {
     "2.1.2": TorchRelease("0.16.2", "2.1.2", ("none", "11.8", "12.1"), "12.1", (3, 8), (3, 11), NVJITLINK_12_1),
 }
 
+# PyPI's torch for Linux aarch64 is the CPU-only build; for x86_64 it is the release's
+# pypi_build. PyTorch 2.0/2.1 made CUDA wheels for x86_64 only.
+CUDA_PLATFORMS = ("linux/amd64",)
+
+
+def pypi_build(release: TorchRelease, platform: str) -> str:
+    return "none" if platform == "linux/arm64" else release.pypi_build
+
+
 # Minimum Linux driver for a CUDA major version (minor-version compatibility).
 MIN_DRIVER_BY_CUDA_MAJOR: dict[str, str] = {"11": "450.80.02", "12": "525.60.13"}
 

@@ -89,11 +89,13 @@ def tag(source: str, target: str) -> None:
     docker("tag", source, target)
 
 
-def run_args(image: str, command: Sequence[str], *, hardened: bool = True, extra: Sequence[str] = ()) -> list[str]:
+def run_args(
+    image: str, command: Sequence[str], *, hardened: bool = True, extra: Sequence[str] = (), platform: str | None = None
+) -> list[str]:
     """`docker run` arguments for a throwaway container as torchenv runs its images:
     offline, read-only, no capabilities; /tmp is an exec tmpfs for torch.compile.
-    EXTRA flags go before the image."""
-    flags = ["run", "--rm", *extra]
+    EXTRA flags go before the image; PLATFORM names an emulated image's platform."""
+    flags = ["run", "--rm", *extra, *(["--platform", platform] if platform else [])]
     if hardened:
         flags += [
             "--network", "none",

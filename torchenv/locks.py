@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, display_path, engine, sizes, wheels
+from torchenv import PROJECT_ROOT, display_path, engine, platforms, sizes, wheels
 from torchenv.base import ensure_base, package_list
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Variant
@@ -22,8 +22,7 @@ from torchenv.settings import Settings
 
 LOCK_DIR = PROJECT_ROOT / "images" / "locks"
 # Debian 12's glibc is 2.36; the lock holds only wheels that run on it.
-PLATFORMS = {"linux/amd64": "x86_64-manylinux_2_36"}
-DEFAULT_PLATFORM = "linux/amd64"
+PLATFORMS = {"linux/amd64": "x86_64-manylinux_2_36", "linux/arm64": "aarch64-manylinux_2_36"}
 
 HEADER_FIELD = re.compile(r"^# (?P<key>[a-z-]+): (?P<value>.*)$")
 
@@ -41,7 +40,7 @@ class Lock:
 
 
 def lock_path(variant: Variant, lock_dir: Path = LOCK_DIR) -> Path:
-    return lock_dir / f"{variant.name}.txt"
+    return lock_dir / f"{variant.build_name}.txt"
 
 
 def wheel_source_name(variant: Variant) -> str:
@@ -67,14 +66,23 @@ def read_lock(variant: Variant, lock_dir: Path = LOCK_DIR) -> Lock | None:
             wheel_bytes=int(fields["wheel-bytes"]) if fields.get("wheel-bytes", "unknown") != "unknown" else None,
         )
     except (KeyError, ValueError):
-        raise TorchenvError(f"{display} lacks torchenv's header; regenerate it: invoke lock --variant {variant.name}") from None
+        raise TorchenvError(
+            f"{display} lacks torchenv's header; regenerate it: invoke lock --variant {variant.name}{platform_option(variant)}"
+        ) from None
     wanted = " ".join(variant.requirements)
     if lock.requirements != wanted or lock.source != wheel_source_name(variant):
         raise TorchenvError(
             f"{display} is stale: it locks '{lock.requirements}' from {lock.source}, the matrix asks for '{wanted}' "
-            f"from {wheel_source_name(variant)}; run: invoke lock --variant {variant.name}"
+            f"from {wheel_source_name(variant)}; run: invoke lock --variant {variant.name}{platform_option(variant)}"
         )
+    if lock.platform != variant.platform:
+        relock = f"invoke lock --variant {variant.name}{platform_option(variant)}"
+        raise TorchenvError(f"{display} locks for {lock.platform}, not {variant.platform}; run: {relock}")
     return lock
+
+
+def platform_option(variant: Variant) -> str:
+    return "" if len(variant.platforms) == 1 else f" --platform {variant.platform}"
 
 
 def uv_executable() -> str:
@@ -84,8 +92,9 @@ def uv_executable() -> str:
     return found
 
 
-def write_lock(variant: Variant, settings: Settings, platform: str = DEFAULT_PLATFORM) -> Path:
-    """Resolves the variant's full dependency set for its target with uv and writes the lock."""
+def write_lock(variant: Variant, settings: Settings) -> Path:
+    """Resolves the variant's full dependency set for its platform with uv and writes the lock."""
+    platform = variant.platform
     index = wheels.index_url(variant, settings)
     wheels.require_reachable(variant, settings)
     command = [uv_executable(), "pip", "compile", "--generate-hashes", "--no-header", "--quiet"]
@@ -110,7 +119,8 @@ def write_lock(variant: Variant, settings: Settings, platform: str = DEFAULT_PLA
         download = sizes.wheel_bytes(resolved.read_text(), index or wheels.pypi_simple_url(), platform, settings)
         header = [
             f"# torchenv lock for variant {variant.name}: torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python}.",
-            f"# Made by `invoke lock --variant {variant.name}`; builds install exactly this (--require-hashes --no-deps).",
+            f"# Made by `invoke lock --variant {variant.name}{platform_option(variant)}`; "
+            "builds install exactly this (--require-hashes --no-deps).",
             f"# requirements: {' '.join(variant.requirements)}",
             f"# wheel-source: {wheel_source_name(variant)}",
             f"# platform: {platform}",
@@ -136,13 +146,14 @@ def locked_packages(lock: Lock) -> dict[str, str]:
     return {name.lower(): version for name, version in pins}
 
 
-def base_list_path(suite: str, lock_dir: Path = LOCK_DIR) -> Path:
-    return lock_dir / f"base-{suite}.txt"
+def base_list_path(suite: str, lock_dir: Path = LOCK_DIR, platform: str = platforms.AMD64) -> Path:
+    name = suite if platform == platforms.AMD64 else f"{suite}-{platforms.arch(platform)}"
+    return lock_dir / f"base-{name}.txt"
 
 
-def base_drift(suite: str, packages: str, lock_dir: Path = LOCK_DIR) -> list[str]:
+def base_drift(suite: str, packages: str, lock_dir: Path = LOCK_DIR, platform: str = platforms.AMD64) -> list[str]:
     """Packages whose name, version or architecture differ from the recorded base list."""
-    path = base_list_path(suite, lock_dir)
+    path = base_list_path(suite, lock_dir, platform)
     if not path.exists():
         return []
     recorded = set(path.read_text().splitlines())
@@ -165,16 +176,16 @@ def lock_variants(variants: list[Variant], settings: Settings) -> list[str]:
             failures.append(error)
             print(f"torchenv: error: {error}", file=sys.stderr)
     done = []
-    for suite in sorted({variant.debian_suite for variant in lockable if variant.debian_suite}):
+    for suite, platform in sorted({(variant.debian_suite, variant.platform) for variant in lockable if variant.debian_suite}):
         engine.require_engine()
-        path = base_list_path(suite, settings.lock_dir)
-        path.write_text(package_list(ensure_base(suite, settings)))
-        done.append(f"recorded the {suite} base's packages in {display_path(path)}")
+        path = base_list_path(suite, settings.lock_dir, platform)
+        path.write_text(package_list(ensure_base(suite, settings, platform), platform))
+        done.append(f"recorded the {suite} {platform} base's packages in {display_path(path)}")
     for variant in lockable:
         write_lock(variant, settings)
         lock = read_lock(variant, settings.lock_dir)
         assert lock is not None
-        done.append(f"locked {variant.name}: {len(locked_packages(lock))} packages in {display_path(lock.path)}")
+        done.append(f"locked {variant.name} for {variant.platform}: {len(locked_packages(lock))} packages in {display_path(lock.path)}")
     if failures:
         print("\n".join(f"torchenv: {line}" for line in done))
         raise TorchenvError(f"{len(failures)} of {len(variants)} variants could not be locked (see above)")

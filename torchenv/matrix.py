@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchenv import PROJECT_ROOT, compat, display_path
+from torchenv import PROJECT_ROOT, compat, display_path, platforms
 from torchenv.errors import TorchenvError
 
 DEFAULT_MATRIX = PROJECT_ROOT / "images" / "matrix.toml"
 
 TOP_LEVEL_KEYS = ("default_variant", "defaults", "variants")
-VARIANT_KEYS = ("torch", "torchvision", "torchaudio", "python", "cuda", "wheel_source", "base", "allow_unpinned_base")
+VARIANT_KEYS = (
+    "torch", "torchvision", "torchaudio", "python", "cuda", "wheel_source", "base", "allow_unpinned_base", "platforms", "per_platform",
+)  # fmt: skip
 OPTIONAL_KEYS = {"allow_unpinned_base": False}
+# What one platform of a variant may set differently (its own wheels and where they come from).
+PER_PLATFORM_KEYS = ("torch", "torchvision", "torchaudio", "wheel_source")
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MMDEBSTRAP_PREFIX = "mmdebstrap:"
 
@@ -33,6 +37,25 @@ class Variant:
     base: str
     # An upstream base named by a tag alone can change under the same name.
     allow_unpinned_base: bool = False
+    # The platform this entry builds for, and all the platforms of the variant.
+    platform: str = platforms.AMD64
+    platforms: tuple[str, ...] = (platforms.AMD64,)
+
+    @property
+    def arch(self) -> str:
+        return platforms.arch(self.platform)
+
+    @property
+    def build_name(self) -> str:
+        """The variant's name, with the architecture for any platform but linux/amd64:
+        names its lock ("cpu-arm64.txt") and test ids."""
+        return self.name if self.platform == platforms.AMD64 else f"{self.name}-{self.arch}"
+
+    @property
+    def local_name(self) -> str:
+        """The tag of the image built here: the variant's name for the host's platform,
+        with the architecture for an emulated one."""
+        return self.name if self.platform == platforms.host_platform() else f"{self.name}-{self.arch}"
 
     @property
     def torch_release(self) -> str:
@@ -64,7 +87,7 @@ class Variant:
         numpy<2: torch 2.0/2.1 were compiled against NumPy 1.x and break with NumPy 2.
         """
         release = compat.TORCH_RELEASES[self.torch_release]
-        extra = list(release.pypi_extra_pins) if self.wheel_source == compat.PYPI else []
+        extra = list(release.pypi_extra_pins) if self.wheel_source == compat.PYPI and self.cuda != "none" else []
         return [
             f"torch=={self.torch}",
             f"torchvision=={self.torchvision}",
@@ -78,21 +101,51 @@ class Variant:
 class Matrix:
     path: Path
     default_variant: str
+    # Each variant as built for its first platform; `get` gives the others.
     variants: dict[str, Variant]
+    per_platform: dict[tuple[str, str], Variant]
 
-    def get(self, name: str) -> Variant:
+    def get(self, name: str, platform: str | None = None) -> Variant:
+        """The variant NAME for PLATFORM (default: the host's, where the variant has it)."""
         if name not in self.variants:
             raise TorchenvError(
                 f"unknown variant '{name}'; nearest: {nearest(name, self.variants)} "
                 f"(variants: {', '.join(self.variants)}; see `invoke list`)"
             )
-        return self.variants[name]
+        variant = self.variants[name]
+        platform = platform or default_platform(variant)
+        if (name, platform) not in self.per_platform:
+            raise TorchenvError(
+                f"variant {name} is not built for {platform}; its platforms: {', '.join(variant.platforms)} "
+                f"(nearest: --platform {nearest(platform, variant.platforms)})"
+            )
+        return self.per_platform[(name, platform)]
 
-    def select(self, name: str | None, all_variants: bool = False) -> list[Variant]:
-        """The variants a command acts on: --all, --variant NAME, or the default."""
-        if all_variants:
-            return list(self.variants.values())
-        return [self.get(name or self.default_variant)]
+    def select(self, name: str | None, all_variants: bool = False, platform: str | None = None) -> list[Variant]:
+        """What a command acts on: --all, --variant NAME, or the default; for --platform or the
+        host's platform (a variant without the host's platform: its first one). With --all and
+        --platform, the variants without that platform are left out."""
+        if not all_variants:
+            return [self.get(name or self.default_variant, platform)]
+        if platform is None:
+            return [self.get(variant_name) for variant_name in self.variants]
+        chosen = [variant for (_, entry_platform), variant in self.per_platform.items() if entry_platform == platform]
+        if not chosen:
+            raise TorchenvError(f"no variant is built for {platform}; platforms in the matrix: {', '.join(all_platforms(self))}")
+        return chosen
+
+    def every_build(self) -> list[Variant]:
+        """Every variant on every one of its platforms."""
+        return list(self.per_platform.values())
+
+
+def default_platform(variant: Variant) -> str:
+    host = platforms.host_platform()
+    return host if host in variant.platforms else variant.platforms[0]
+
+
+def all_platforms(matrix: Matrix) -> list[str]:
+    return sorted({platform for _, platform in matrix.per_platform})
 
 
 def nearest(word: str, choices: Any) -> str:
@@ -133,7 +186,12 @@ def parse_matrix(raw: dict[str, Any], where: str, path: Path) -> Matrix:
     if not tables:
         raise TorchenvError(f"{where}: no [variants.NAME] tables; add at least one variant")
 
-    variants = {name: _parse_variant(name, defaults, table, where) for name, table in tables.items()}
+    per_platform = {
+        (name, variant.platform): variant for name, table in tables.items() for variant in _parse_variant(name, defaults, table, where)
+    }
+    variants = {}
+    for (name, _), variant in per_platform.items():
+        variants.setdefault(name, variant)
 
     default_variant = raw.get("default_variant")
     if default_variant is None:
@@ -141,17 +199,49 @@ def parse_matrix(raw: dict[str, Any], where: str, path: Path) -> Matrix:
     _require_string(default_variant, "default_variant", where, example=next(iter(variants)))
     if default_variant not in variants:
         raise TorchenvError(f"{where}: default_variant '{default_variant}' is not a variant; nearest: {nearest(default_variant, variants)}")
-    return Matrix(path=path, default_variant=default_variant, variants=variants)
+    return Matrix(path=path, default_variant=default_variant, variants=variants, per_platform=per_platform)
 
 
-def _parse_variant(name: str, defaults: dict[str, Any], table: Any, where: str) -> Variant:
+def _parse_variant(name: str, defaults: dict[str, Any], table: Any, where: str) -> list[Variant]:
+    """The variant once per platform, each checked against what PyTorch built for it."""
     context = f"{where}: [variants.{name}]"
     if not VARIANT_NAME.match(name):
         raise TorchenvError(f"{context}: a variant name must be lowercase letters, digits, '.', '_' or '-' (it becomes an image tag)")
     _require_table(table, context)
     _reject_unknown(table, VARIANT_KEYS, context)
     merged = {**OPTIONAL_KEYS, **defaults, **table}
+    variant_platforms = _parse_platforms(merged.pop("platforms", [platforms.AMD64]), context)
+    overrides = merged.pop("per_platform", {})
+    _require_table(overrides, f"{context}: per_platform")
+    for platform, override in overrides.items():
+        if platform not in variant_platforms:
+            raise TorchenvError(
+                f'{context}: per_platform."{platform}" is not one of its platforms ({", ".join(variant_platforms)}); add it to platforms'
+            )
+        _require_table(override, f'{context}: per_platform."{platform}"')
+        _reject_unknown(override, PER_PLATFORM_KEYS, f'{context}: per_platform."{platform}"')
+    return [
+        _parse_one(name, {**merged, **overrides.get(platform, {})}, platform, variant_platforms, context) for platform in variant_platforms
+    ]
+
+
+def _parse_platforms(value: Any, context: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise TorchenvError(f'{context}: platforms must be a list of strings like ["linux/amd64"], got {_type_name(value)} {value!r}')
+    for platform in value:
+        if platform not in platforms.SUPPORTED:
+            raise TorchenvError(
+                f'{context}: platform "{platform}" is not one torchenv builds; nearest: "{nearest(platform, platforms.SUPPORTED)}"'
+            )
+    if len(set(value)) != len(value):
+        raise TorchenvError(f"{context}: platforms lists a platform twice: {value!r}")
+    return tuple(value)
+
+
+def _parse_one(name: str, merged: dict[str, Any], platform: str, variant_platforms: tuple[str, ...], context: str) -> Variant:
     for key in VARIANT_KEYS:
+        if key in ("platforms", "per_platform"):
+            continue
         if key not in merged:
             raise TorchenvError(f'{context}: missing key {key}; add e.g. {key} = "{_EXAMPLES[key]}"')
         if key in OPTIONAL_KEYS:
@@ -159,7 +249,9 @@ def _parse_variant(name: str, defaults: dict[str, Any], table: Any, where: str) 
                 raise TorchenvError(f"{context}: {key} must be true or false, got {_type_name(merged[key])} {merged[key]!r}")
         else:
             _require_string(merged[key], key, context, example=_EXAMPLES[key])
-    variant = Variant(name=name, **merged)
+    variant = Variant(name=name, **merged, platform=platform, platforms=variant_platforms)
+    if len(variant_platforms) > 1:
+        context = f"{context} on {platform}"
     _check_release(variant, context)
     return variant
 
@@ -205,12 +297,23 @@ def _check_release(variant: Variant, context: str) -> None:
 
 def _check_wheel_source(variant: Variant, release: compat.TorchRelease, torch_label: str, context: str) -> None:
     channel = compat.channel_for_build(variant.cuda)
+    if variant.cuda != "none" and variant.platform not in compat.CUDA_PLATFORMS:
+        raise TorchenvError(
+            f"{context}: PyTorch {variant.torch_release} has no CUDA build for {variant.platform}; "
+            f'CUDA variants are {", ".join(compat.CUDA_PLATFORMS)} only: use platforms = ["{compat.CUDA_PLATFORMS[0]}"]'
+        )
     if variant.wheel_source == compat.PYPI:
-        if variant.cuda != release.pypi_build or torch_label:
+        pypi_build = compat.pypi_build(release, variant.platform)
+        if variant.cuda != pypi_build:
             raise TorchenvError(
-                f"{context}: PyPI serves torch {variant.torch_release} only as the {_build_name(release.pypi_build)} build; "
+                f"{context}: PyPI serves torch {variant.torch_release} for {variant.platform} only as the {_build_name(pypi_build)} build; "
                 f'for {_build_name(variant.cuda)} use wheel_source = "{compat.PYTORCH_PREFIX}{channel}" '
                 f'and torch = "{variant.torch_release}+{channel}"'
+            )
+        if torch_label:
+            raise TorchenvError(
+                f"{context}: PyPI names its torch {variant.torch_release} without a local label; "
+                f'use torch = "{variant.torch_release}" (and torchvision, torchaudio without "+{torch_label}")'
             )
         return
     if not variant.wheel_source.startswith(compat.PYTORCH_PREFIX):

@@ -14,9 +14,9 @@ ASK_VERSIONS = (
 )
 
 
-def image_versions(image: str) -> dict[str, str]:
+def image_versions(image: str, platform: str | None = None) -> dict[str, str]:
     """torch's distribution version and Python's major.minor, as the image reports them."""
-    result = engine.docker(*engine.run_args(image, ["python", "-c", ASK_VERSIONS]))
+    result = engine.docker(*engine.run_args(image, ["python", "-c", ASK_VERSIONS], platform=platform))
     return json.loads(result.stdout)
 
 
@@ -28,16 +28,18 @@ def short_commit() -> str | None:
 
 def tags_for(image: str, variant: Variant, matrix: Matrix) -> list[str]:
     """Tag names (without repository), most specific first:
-    <torch>-<variant>-py<python>-<commit>, <torch>-<variant>, <variant>, and latest for the default variant."""
-    found = image_versions(image)
+    <torch>-<variant>-py<python>-<commit>, <torch>-<variant>, <variant>, and latest for the default variant.
+    An image for another platform than the host's carries it in every tag (cpu-arm64) and is never latest."""
+    found = image_versions(image, variant.platform)
     if found["torch"] != variant.torch or found["python"] != variant.python:
         raise TorchenvError(
             f"image {image[:19]} holds torch {found['torch']} on Python {found['python']}, "
             f"the matrix says {variant.name} is torch {variant.torch} on Python {variant.python}; nothing was tagged"
         )
     torch = found["torch"].replace("+", "-")  # "+" is not allowed in a tag: 2.0.1+cu118 -> 2.0.1-cu118
-    moving = [f"{torch}-{variant.name}", variant.name]
+    name = variant.local_name
+    moving = [f"{torch}-{name}", name]
     commit = short_commit()
-    full = [f"{torch}-{variant.name}-py{found['python']}-{commit}"] if commit else []
-    latest = ["latest"] if variant.name == matrix.default_variant else []
+    full = [f"{torch}-{name}-py{found['python']}-{commit}"] if commit else []
+    latest = ["latest"] if name == matrix.default_variant else []
     return full + [tag for tag in moving if tag not in full] + latest

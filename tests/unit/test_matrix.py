@@ -82,7 +82,7 @@ BAD_ENTRIES = [
     (
         "variants.cu118.wheel_source",
         "pypi",
-        r"PyPI serves torch 2.0.1 only as the CUDA 11.7 build; for CUDA 11.8 use wheel_source = "
+        r"PyPI serves torch 2.0.1 for linux/amd64 only as the CUDA 11.7 build; for CUDA 11.8 use wheel_source = "
         r"\"pytorch-cu118\"",
     ),
     ("variants.cu118.wheel_source", "pytorch-cu117", r"does not serve the CUDA 11.8 build; use wheel_source = \"pytorch-cu118\""),

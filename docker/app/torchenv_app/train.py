@@ -1,7 +1,9 @@
 """`train`: a seeded demo (classifier, cross-entropy, Adam) whose loss must fall.
 
 Writes metrics.json and checkpoint.pt to the output directory and exits non-zero when
-something is wrong; each failure has its own exit code (see EXIT_* below).
+something is wrong; each failure has its own exit code (see EXIT_* below). With
+`--nproc N` (and `--nnodes`/`--node-rank`/`--master` across machines) it trains with
+DistributedDataParallel, and every rank must end with the same weights.
 """
 
 from __future__ import annotations
@@ -9,15 +11,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from torchenv_app import distributed
 from torchenv_app.support import compile_unsupported
 
 EXIT_OK = 0
@@ -26,6 +31,7 @@ EXIT_LOSS_DID_NOT_FALL = 3
 EXIT_OUTPUT_NOT_WRITABLE = 4
 EXIT_DEVICE_UNAVAILABLE = 5
 EXIT_LOSS_NOT_FINITE = 6
+EXIT_RANKS_DIVERGED = 7
 
 # "Clearly below": the last epoch's mean loss must be at most this share of the first's.
 REQUIRED_LOSS_RATIO = 0.5
@@ -67,7 +73,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out", type=Path, default=Path(os.environ.get("TORCHENV_OUT", "out")), help="where metrics.json and checkpoint.pt go"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    return parser.parse_args(argv)
+    parser.add_argument("--nproc", type=positive_int, default=1, help="processes on this node (DistributedDataParallel: gloo/NCCL)")
+    parser.add_argument("--nnodes", type=positive_int, default=1, help="nodes taking part, each running train with its --node-rank")
+    parser.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nnodes-1")
+    parser.add_argument(
+        "--master", default=os.environ.get("TORCHENV_MASTER", "localhost:29500"), help="HOST:PORT of node 0, for --nnodes > 1"
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.node_rank < args.nnodes:
+        parser.error(f"--node-rank must be between 0 and --nnodes - 1 ({args.nnodes - 1}), got {args.node_rank}")
+    if args.resume and args.nnodes > 1:
+        parser.error("--resume works on one node only: the checkpoint is in node 0's --out")
+    if args.nnodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", args.master):
+        parser.error(f"--master must be HOST:PORT, got {args.master!r}")
+    return args
 
 
 def pick_device(requested: str) -> str:
@@ -127,17 +146,22 @@ def atomic_write(path: Path, writer: Any) -> None:
     os.replace(partial, path)
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> dict[str, Any]:
     import torch
     from torch import nn
 
     device = pick_device(args.device)
     if args.compile and (reason := compile_unsupported()):
         raise TrainError(f"--compile: {reason}", EXIT_USAGE)
-    check_output_dir(args.out)
+    main_process = ranks is None or ranks.is_main
+    if main_process:
+        check_output_dir(args.out)
     amp = args.amp and device == "cuda"
-    if args.amp and not amp:
+    if args.amp and not amp and main_process:
         print("train: --amp applies on a GPU only; training in float32 on the CPU", file=sys.stderr)
+    kind = device
+    if ranks is not None:
+        device = distributed.init(ranks, device)
 
     torch.manual_seed(args.seed)
     features, labels = make_dataset(args.samples, args.seed)
@@ -152,22 +176,31 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
-        print(f"train: resumed from {checkpoint_path} after epoch {len(history)}")
+        if main_process:
+            print(f"train: resumed from {checkpoint_path} after epoch {len(history)}")
+    if ranks is not None:
+        # DDP starts every rank from rank 0's weights and averages the gradients.
+        model = nn.parallel.DistributedDataParallel(model)
     step = torch.compile(model) if args.compile else model
     loss_function = nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(args.seed + 1)
+    rank, world_size = (ranks.rank, ranks.world_size) if ranks else (0, 1)
 
-    print(
-        f"train: {args.samples} samples, {args.epochs} epochs on {device}"
-        + (" (compiled)" if args.compile else "")
-        + (" with AMP" if amp else "")
-    )
+    if main_process:
+        print(
+            f"train: {args.samples} samples, {args.epochs} epochs on {kind}"
+            + (f", {world_size} processes ({distributed.backend()})" if ranks else "")
+            + (" (compiled)" if args.compile else "")
+            + (" with AMP" if amp else ""),
+            flush=True,
+        )
     for epoch in range(len(history) + 1, args.epochs + 1):
         start = time.perf_counter()
+        # Every rank draws the same order and takes its own share of each batch.
         permutation = torch.randperm(args.samples, generator=order)
         total_loss, correct = 0.0, 0
         for first in range(0, args.samples, args.batch_size):
-            batch = permutation[first : first + args.batch_size]
+            batch = permutation[first : first + args.batch_size][rank::world_size]
             x, y = features[batch].to(device), labels[batch].to(device)
             with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
                 logits = step(x)
@@ -183,6 +216,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             scaler.update()
             total_loss += loss.item() * len(batch)
             correct += (logits.argmax(dim=1) == y).sum().item()
+        if ranks is not None:
+            total_loss, correct = distributed.sum_across([total_loss, correct], device)
         seconds = time.perf_counter() - start
         history.append(
             {
@@ -193,14 +228,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 "samples_per_second": args.samples / seconds,
             }
         )
+        if not main_process:
+            continue
         print(f"epoch {epoch:3d}/{args.epochs}  loss {history[-1]['loss']:.4f}  accuracy {history[-1]['accuracy']:.3f}  ({seconds:.2f}s)")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history, "seed": args.seed}
+        weights = model.module if ranks is not None else model
+        state = {"model": weights.state_dict(), "optimizer": optimizer.state_dict(), "history": history, "seed": args.seed}
         atomic_write(checkpoint_path, functools.partial(save_to, torch, state))
 
     metrics = {
         "variant": os.environ.get("TORCHENV_VARIANT", ""),
         "torch": torch.__version__,
-        "device": device,
+        "device": kind,
         "compile": args.compile,
         "amp": amp,
         "seed": args.seed,
@@ -211,17 +249,58 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "final_accuracy": history[-1]["accuracy"],
         "loss_fell": history[-1]["loss"] <= REQUIRED_LOSS_RATIO * history[0]["loss"],
     }
-    atomic_write(metrics_path, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
+    if ranks is not None:
+        metrics["distributed"] = agreement(model.module, ranks)
+        # DDP's reducer goes before the process group: torch 2.0 deadlocks when the last
+        # reference to a gloo group dies inside the reducer (its threads wait for the GIL).
+        del step, model
+        gc.collect()
+        distributed.finish()
+    if main_process:
+        atomic_write(metrics_path, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
 
 
+def agreement(model: Any, ranks: distributed.Ranks) -> dict[str, Any]:
+    """Every rank's parameter checksum; each node's first process says whether they agree."""
+    checksums = distributed.gather(distributed.parameter_checksum(model), ranks.world_size)
+    report = {
+        "world_size": ranks.world_size,
+        "nodes": ranks.nnodes,
+        "backend": distributed.backend(),
+        "checksums": checksums,
+        "checksums_equal": len(set(checksums)) == 1,
+    }
+    if ranks.is_node_main:
+        verdict = "agree" if report["checksums_equal"] else "DIFFER"
+        print(
+            f"train: node {ranks.node_rank}: final parameter checksums of all {ranks.world_size} ranks on {ranks.nnodes} node(s) "
+            f"{verdict}: {', '.join(sorted(set(checksums)))}",
+            flush=True,
+        )
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    ranks = distributed.current()
+    if ranks is None and (args.nproc > 1 or args.nnodes > 1):
+        start = time.perf_counter()
+        code = distributed.launch(argv, args.nproc, args.nnodes, args.node_rank, args.master)
+        print(f"train: {args.nproc} process(es) on node {args.node_rank} of {args.nnodes} finished in {time.perf_counter() - start:.1f}s")
+        return code
     try:
-        metrics = train(args)
+        metrics = train(args, ranks)
     except TrainError as error:
-        print(f"train: error: {error}", file=sys.stderr)
+        if ranks is None or ranks.is_main:
+            print(f"train: error: {error}", file=sys.stderr)
         return error.exit_code
+    if ranks is not None and not metrics["distributed"]["checksums_equal"]:
+        print("train: error: the ranks ended with different weights; DistributedDataParallel did not keep them in step", file=sys.stderr)
+        return EXIT_RANKS_DIVERGED
+    if ranks is not None and not ranks.is_main:
+        return EXIT_OK
     if not metrics["loss_fell"]:
         print(
             f"train: error: loss did not fall clearly: first epoch {metrics['first_loss']:.4f}, "

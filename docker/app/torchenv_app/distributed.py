@@ -1,0 +1,136 @@
+"""torch.distributed for `train`: the launcher (`train --nproc N`, torchrun underneath) and
+what each rank needs: its place, the process group, sums across ranks, and the check that
+every rank ends with the same weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+# Options of `train` that only the launcher reads; the ranks get the rest.
+LAUNCH_OPTIONS = {"--nproc": 1, "--nnodes": 1, "--node-rank": 1, "--master": 1}
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int
+    world_size: int
+    local_rank: int
+    node_rank: int
+    nnodes: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_node_main(self) -> bool:
+        return self.local_rank == 0
+
+
+def current() -> Ranks | None:
+    """This process's place when torchrun started it, else None (a single process)."""
+    if "LOCAL_RANK" not in os.environ:
+        return None
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    world_size = int(os.environ["WORLD_SIZE"])
+    rank = int(os.environ["RANK"])
+    return Ranks(rank, world_size, int(os.environ["LOCAL_RANK"]), rank // local_world, world_size // local_world)
+
+
+def rank_argv(argv: list[str]) -> list[str]:
+    """ARGV without the launcher's own options."""
+    kept, skip = [], 0
+    for item in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = item.split("=", 1)[0]
+        if name in LAUNCH_OPTIONS:
+            skip = 0 if "=" in item else LAUNCH_OPTIONS[name]
+            continue
+        kept.append(item)
+    return kept
+
+
+def launch(argv: list[str], nproc: int, nnodes: int, node_rank: int, master: str) -> int:
+    """Runs `train` as NPROC processes on this node (of NNODES) through torchrun; returns the
+    first failed rank's own exit code, so each failure keeps its meaning."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    # torch threads per process: the node's cores shared out, not oversubscribed.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    if nnodes == 1:
+        # Loopback and a free port, not --standalone: that hands the workers this host's
+        # name, which a container without a network cannot resolve (they would wait forever).
+        host, port = "127.0.0.1", str(free_port())
+    else:
+        host, _, port = master.rpartition(":")
+    options = ["--nproc_per_node", str(nproc), "--nnodes", str(nnodes), "--node_rank", str(node_rank)]
+    options += ["--master_addr", host, "--master_port", port]
+    try:
+        run(get_args_parser().parse_args([*options, "--module", "torchenv_app.train", *rank_argv(argv)]))
+    except ChildFailedError as error:
+        return min(failure.exitcode for failure in error.failures.values())
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def init(ranks: Ranks, device: str) -> Any:
+    """Joins the process group: NCCL between GPUs, gloo on CPUs. Returns the rank's device."""
+    import torch
+    import torch.distributed as dist
+
+    if device == "cuda":
+        torch.cuda.set_device(ranks.local_rank)
+        dist.init_process_group("nccl")
+        return torch.device("cuda", ranks.local_rank)
+    dist.init_process_group("gloo")
+    return torch.device("cpu")
+
+
+def backend() -> str:
+    import torch.distributed as dist
+
+    return str(dist.get_backend())
+
+
+def sum_across(values: list[float], device: Any) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def parameter_checksum(model: Any) -> str:
+    """sha256 of every parameter's bytes, in order: equal only for bit-identical weights."""
+    digest = hashlib.sha256()
+    for parameter in model.parameters():
+        digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def gather(checksum: str, world_size: int) -> list[str]:
+    import torch.distributed as dist
+
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, checksum)
+    return [str(item) for item in everyone]
+
+
+def finish() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
