@@ -146,17 +146,20 @@ def push(c: Context, registry_: str = "", variant: str | None = None, all: bool 
     """Push tested images with all their tags; record their digests in images/digests.json."""
     if not registry_:
         raise TorchenvError("say where to push: invoke push --registry HOST[:PORT] (log in first with docker login)")
-    settings, _, variants = chosen(c, variant, all)
+    settings, matrix, variants = chosen(c, variant, all)
     for entry in variants:
-        record = registry.push(entry, settings, registry_)
-        print(f"torchenv: pushed {entry.name} as {record['repository']}@{record['digest']} ({', '.join(record['tags'])})")
+        record = registry.push(entry.name, matrix, settings, registry_)
+        print(
+            f"torchenv: pushed {entry.name} as {record['repository']}@{record['digest']} "
+            f"({', '.join(record['tags'])}; {', '.join(record['platforms'])})"
+        )
 
 
-@task(help={"variant": "variant to pull", "registry": "pull from this registry instead of the recorded one"})
+@task(help={"variant": "variant to pull", "registry": "pull from this registry instead of the recorded one", "platform": PLATFORM_HELP})
 @one_line_errors
-def pull(c: Context, variant: str | None = None, registry_: str = "") -> None:
-    """Pull a variant's pushed image by digest, check it against the matrix and lock, tag it."""
-    settings, matrix, (entry,) = chosen(c, variant)
+def pull(c: Context, variant: str | None = None, registry_: str = "", platform: str = "") -> None:
+    """Pull a variant's pushed image (for this host's platform) by digest, check it against the matrix and lock, tag it."""
+    settings, matrix, (entry,) = chosen(c, variant, platform=platform)
     reference = registry.pull(entry, matrix, settings, registry_ or None)
     print(f"torchenv: pulled {reference}; it matches the matrix and lock and is tagged {image_tag(entry, settings)}")
 

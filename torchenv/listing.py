@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from torchenv.matrix import Matrix
 
-COLUMNS = ("variant", "torch", "torchvision", "torchaudio", "python", "cuda", "wheels from", "min. driver", "base")
+COLUMNS = ("variant", "platform", "torch", "torchvision", "torchaudio", "python", "cuda", "wheels from", "min. driver", "base")
 
 
 def rows(matrix: Matrix) -> list[tuple[str, ...]]:
     return [
         (
-            name + (" (default)" if name == matrix.default_variant else ""),
+            v.name + (" (default)" if v.name == matrix.default_variant else ""),
+            v.platform,
             v.torch,
             v.torchvision,
             v.torchaudio,
@@ -20,7 +21,7 @@ def rows(matrix: Matrix) -> list[tuple[str, ...]]:
             v.min_driver or "-",
             v.base,
         )
-        for name, v in matrix.variants.items()
+        for v in matrix.every_build()
     ]
 
 
@@ -38,8 +39,15 @@ def markdown_table(matrix: Matrix) -> str:
 
 
 def ci_include(matrix: Matrix) -> list[dict[str, str]]:
-    """One CI job per variant, with what a job needs to name and set it up."""
+    """One CI job per variant (all its platforms), with what a job needs to name and set it up."""
     return [
-        {"variant": name, "torch": v.torch, "cuda": v.cuda, "python": v.python, "wheel_source": v.wheel_source}
+        {
+            "variant": name,
+            "torch": v.torch,
+            "cuda": v.cuda,
+            "python": v.python,
+            "wheel_source": v.wheel_source,
+            "platforms": ",".join(v.platforms),
+        }
         for name, v in matrix.variants.items()
     ]

@@ -12,7 +12,7 @@ from torchenv.errors import TorchenvError
 from torchenv.locks import read_lock
 from torchenv.matrix import Matrix, Variant
 from torchenv.settings import Settings
-from torchenv.tags import tags_for
+from torchenv.tags import short_commit, tags_for
 from torchenv.testrecords import passed_record
 
 
@@ -31,8 +31,8 @@ def read_digests(settings: Settings) -> dict[str, Any]:
         raise TorchenvError(f"{display_path(path)} is not valid JSON (line {error.lineno}); restore it from git") from None
 
 
-def push(variant: Variant, settings: Settings, registry: str) -> dict[str, Any]:
-    """Pushes the variant's image with all its tags; returns the digest record it wrote."""
+def tested_image(variant: Variant, settings: Settings) -> str:
+    """The ID of the variant's local image, which must have passed its tests."""
     tag = image_tag(variant, settings)
     image_id = engine.image_id(tag)
     if image_id is None:
@@ -41,9 +41,12 @@ def push(variant: Variant, settings: Settings, registry: str) -> dict[str, Any]:
         raise TorchenvError(
             f"{tag} ({image_id[:19]}) has no passing test record; run `invoke test --variant {variant.name}` first, then push"
         )
-    repository = f"{registry.rstrip('/')}/{settings.image_name}"
-    names = local_tags(image_id, settings)
-    aliases = [f"{repository}:{name}" for name in names]
+    return image_id
+
+
+def push_tags(image_id: str, aliases: list[str], registry: str) -> str:
+    """Pushes IMAGE_ID under every alias; returns the manifest digest. The aliases are local
+    only for the push and are removed again, whatever happens."""
     pushed: list[str] = []
     try:
         for alias in aliases:
@@ -58,25 +61,77 @@ def push(variant: Variant, settings: Settings, registry: str) -> dict[str, Any]:
                     f"`docker login {registry}` succeeded, then rerun"
                 )
             pushed.append(alias)
+        repository = aliases[0].rsplit(":", 1)[0]
         digests = json.loads(engine.docker("image", "inspect", "--format", "{{json .RepoDigests}}", image_id).stdout)
-        digest = next(item.split("@", 1)[1] for item in digests if item.startswith(repository + "@"))
+        return next(item.split("@", 1)[1] for item in digests if item.startswith(repository + "@"))
     finally:
-        for alias in aliases:  # the registry aliases were only a means to push
+        for alias in aliases:
             engine.docker("image", "rm", alias, check=False)
-    labels = engine.image_labels(image_id)
-    record = {
-        "registry": registry,
-        "repository": repository,
-        "digest": digest,
-        "tags": names,
-        "image_id": image_id,
-        "lock_sha256": labels.get("io.torchenv.lock-sha256", ""),
-    }
+
+
+def platform_record(image_id: str, digest: str) -> dict[str, str]:
+    return {"digest": digest, "image_id": image_id, "lock_sha256": engine.image_labels(image_id).get("io.torchenv.lock-sha256", "")}
+
+
+def push(name: str, matrix: Matrix, settings: Settings, registry: str) -> dict[str, Any]:
+    """Pushes variant NAME (every platform of it built and tested here) with all its tags;
+    records the digest to pull in images/digests.json and returns that record."""
+    repository = f"{registry.rstrip('/')}/{settings.image_name}"
+    primary = matrix.get(name)
+    if len(primary.platforms) == 1:
+        image_id = tested_image(primary, settings)
+        names = local_tags(image_id, settings)
+        digest = push_tags(image_id, [f"{repository}:{tag}" for tag in names], registry)
+        record = {"registry": registry, "repository": repository, "digest": digest, "tags": names}
+        record |= {"image_id": image_id, "lock_sha256": platform_record(image_id, digest)["lock_sha256"]}
+        record["platforms"] = {primary.platform: platform_record(image_id, digest)}
+    else:
+        record = push_index(name, matrix, settings, registry, repository)
     everything = read_digests(settings)
-    everything[variant.name] = record
+    everything[name] = record
     settings.digests_file.parent.mkdir(parents=True, exist_ok=True)
     settings.digests_file.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def push_index(name: str, matrix: Matrix, settings: Settings, registry: str, repository: str) -> dict[str, Any]:
+    """A multi-platform variant: each platform's image as <variant>-<arch>, then one index
+    (manifest list) under the variant's tags that lists them all."""
+    builds = [matrix.get(name, platform) for platform in matrix.get(name).platforms]
+    present = [build for build in builds if engine.image_id(image_tag(build, settings))]
+    if not present:
+        raise TorchenvError(f"no image of {name} to push on any of its platforms; build and test it first: invoke test --variant {name}")
+    missing = [build.platform for build in builds if build not in present]
+    if missing:
+        print(f"torchenv: WARNING: {name} is not built here for {', '.join(missing)}; the index lists only the platforms built", flush=True)
+    platforms_pushed = {}
+    for build in present:
+        image_id = tested_image(build, settings)
+        digest = push_tags(image_id, [f"{repository}:{name}-{build.arch}"], registry)
+        platforms_pushed[build.platform] = platform_record(image_id, digest)
+    release = present[0].torch_release
+    commit = short_commit()
+    names = ([f"{release}-{name}-py{present[0].python}-{commit}"] if commit else []) + [f"{release}-{name}", name]
+    sources = [f"{repository}@{entry['digest']}" for entry in platforms_pushed.values()]
+    digest = make_index(repository, names, sources)
+    return {"registry": registry, "repository": repository, "digest": digest, "tags": names, "platforms": platforms_pushed}
+
+
+def make_index(repository: str, tags: list[str], sources: list[str]) -> str:
+    """One index (manifest list) of the SOURCES' images under every tag; returns its digest."""
+    for tag in tags:
+        made = engine.docker("buildx", "imagetools", "create", "--tag", f"{repository}:{tag}", *sources, check=False)
+        if made.returncode != 0:
+            raise TorchenvError(
+                f"making the multi-platform index {repository}:{tag} failed: {engine.last_line(made.stderr)}; "
+                f"check that the registry {repository.split('/')[0]} runs, then rerun"
+            )
+    return str(index_manifest(f"{repository}:{tags[-1]}")["digest"])
+
+
+def index_manifest(reference: str) -> dict[str, Any]:
+    """The registry's index for REFERENCE: its digest and the platforms it lists."""
+    return json.loads(engine.docker("buildx", "imagetools", "inspect", reference, "--format", "{{json .Manifest}}").stdout)
 
 
 def label_mismatches(labels: dict[str, str], variant: Variant, settings: Settings) -> list[str]:
@@ -95,17 +150,24 @@ def label_mismatches(labels: dict[str, str], variant: Variant, settings: Setting
 
 
 def pull(variant: Variant, matrix: Matrix, settings: Settings, registry: str | None = None) -> str:
-    """Pulls the variant's recorded digest, checks it, and tags it as a local build would."""
+    """Pulls the variant's recorded image for its platform by digest, checks it, and tags it
+    as a local build would."""
     record = read_digests(settings).get(variant.name)
     if record is None:
         raise TorchenvError(
             f"no pushed image of {variant.name} is recorded in {display_path(settings.digests_file)}; "
             f"build it: invoke build --variant {variant.name}"
         )
+    pushed = record.get("platforms", {variant.platform: record})
+    if variant.platform not in pushed:
+        raise TorchenvError(
+            f"the pushed {variant.name} has no {variant.platform} image, only {', '.join(pushed)}; "
+            f"pull one of those with --platform, or build it: invoke build --variant {variant.name} --platform {variant.platform}"
+        )
     repository = f"{registry.rstrip('/')}/{settings.image_name}" if registry else record["repository"]
-    reference = f"{repository}@{record['digest']}"
+    reference = f"{repository}@{pushed[variant.platform]['digest']}"
     existed = engine.image_id(reference) is not None
-    result = engine.docker("pull", "--quiet", reference, check=False)
+    result = engine.docker("pull", "--quiet", "--platform", variant.platform, reference, check=False)
     if result.returncode != 0:
         raise TorchenvError(
             f"pulling {reference} failed: {engine.last_line(result.stderr)}; check the registry and `docker login`, "
@@ -125,9 +187,10 @@ def pull(variant: Variant, matrix: Matrix, settings: Settings, registry: str | N
 
 def pull_first(variant: Variant, matrix: Matrix, settings: Settings) -> str | None:
     """The pulled reference when a prebuilt image with the current lock exists, else None."""
-    record = read_digests(settings).get(variant.name)
+    record = read_digests(settings).get(variant.name) or {}
+    pushed = record.get("platforms", {variant.platform: record})
     lock = read_lock(variant, settings.lock_dir)
-    if record is None or lock is None or record.get("lock_sha256") != lock.sha256:
+    if lock is None or pushed.get(variant.platform, {}).get("lock_sha256") != lock.sha256:
         return None
     try:
         return pull(variant, matrix, settings)

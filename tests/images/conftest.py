@@ -34,7 +34,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         matrix = load_matrix(Settings.load().matrix)
         chosen = metafunc.config.getoption("--variants")
         names = [name.strip() for name in chosen.split(",") if name.strip()] if chosen else list(matrix.variants)
-        metafunc.parametrize("variant", [matrix.get(name) for name in names], ids=names, scope="session")
+        for name in names:
+            matrix.get(name)  # an unknown name fails here, in one line
+        # Every platform of each variant: the arm64 cpu image runs emulated on an amd64 host.
+        builds = [variant for variant in matrix.every_build() if variant.name in names]
+        metafunc.parametrize("variant", builds, ids=[variant.build_name for variant in builds], scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -59,12 +63,12 @@ class TrackedContainer:
 
 
 @pytest.fixture(scope="session")
-def container(image: str) -> Iterator[TrackedContainer]:
+def container(image: str, variant: Variant) -> Iterator[TrackedContainer]:
     name = f"torchenv-test-{uuid.uuid4().hex[:8]}"
     extra = ["--detach", "--name", name, "--label", "io.torchenv.test=1"]
     if gpus := os.environ.get("TORCHENV_TEST_GPUS"):  # the GPU CI job: TORCHENV_TEST_GPUS=all
         extra += ["--gpus", gpus]
-    args = engine.run_args(image, ["sleep", "infinity"], extra=extra)
+    args = engine.run_args(image, ["sleep", "infinity"], extra=extra, platform=variant.platform)
     args.remove("--rm")
     container_id = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
     try:

@@ -14,10 +14,12 @@ from torchenv.matrix import Variant
 from .conftest import TrackedContainer
 
 
-def run_in(image: str, *command: str, env: dict[str, str] | None = None, mounts: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def run_in(
+    image: str, *command: str, env: dict[str, str] | None = None, mounts: tuple[str, ...] = (), platform: str | None = None
+) -> subprocess.CompletedProcess[str]:
     extra = [flag for key, value in (env or {}).items() for flag in ("--env", f"{key}={value}")]
     extra += [flag for mount in mounts for flag in ("--volume", mount)]
-    args = engine.run_args(image, list(command), extra=extra)
+    args = engine.run_args(image, list(command), extra=extra, platform=platform)
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
 
 
@@ -31,7 +33,7 @@ def gate(image: str, variant: Variant, **overrides: str) -> subprocess.Completed
         **overrides,
     }
     script = PROJECT_ROOT / "docker" / "build" / "check_venv.py"
-    return run_in(image, "python", "/check_venv.py", env=expected, mounts=(f"{script}:/check_venv.py:ro",))
+    return run_in(image, "python", "/check_venv.py", env=expected, mounts=(f"{script}:/check_venv.py:ro",), platform=variant.platform)
 
 
 def test_build_gate_accepts_the_matrix_build(image: str, variant: Variant) -> None:

@@ -141,12 +141,22 @@ def test_tags_are_computed_from_the_image(image: str, variant: Variant, matrix, 
         ["docker", "image", "ls", settings.image_name, "--format", "{{.Tag}} {{.ID}}", "--no-trunc"], capture_output=True, text=True
     ).stdout.split("\n")
     tags = {line.split()[0] for line in listed if line.strip() and line.split()[1] == image_id}
-    torch = variant.torch.replace("+", "-")
-    assert {variant.name, f"{torch}-{variant.name}"} <= tags
-    assert ("latest" in tags) == (variant.name == matrix.default_variant)
-    full = [tag for tag in tags if tag.startswith(f"{torch}-{variant.name}-py{variant.python}-")]
+    torch, name = variant.torch.replace("+", "-"), variant.local_name
+    assert {name, f"{torch}-{name}"} <= tags
+    assert ("latest" in tags) == (name == matrix.default_variant)
+    full = [tag for tag in tags if tag.startswith(f"{torch}-{name}-py{variant.python}-")]
     commit = short_commit()
-    assert full == ([f"{torch}-{variant.name}-py{variant.python}-{commit}"] if commit else []), tags
+    assert full == ([f"{torch}-{name}-py{variant.python}-{commit}"] if commit else []), tags
+
+
+def test_image_is_for_the_variants_platform(image: str, variant: Variant, container: TrackedContainer) -> None:
+    architecture = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image], capture_output=True, text=True
+    ).stdout.strip()
+    assert architecture == variant.platform
+    machine = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[variant.platform]
+    assert container.host.check_output("uname -m") == machine
+    assert container.python("import platform; print(platform.machine())") == machine
 
 
 def test_no_setuid_setgid_files(container: TrackedContainer) -> None:

@@ -20,6 +20,8 @@ from torchenv.settings import Settings
 from ..secret_scan import ScanResult, scan_saved_image
 from .conftest import TrackedContainer
 
+CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+
 
 @dataclass
 class Needles:
@@ -46,7 +48,7 @@ def needles(variant: Variant, settings: Settings, container: TrackedContainer) -
     bundle = settings.ca_bundle_path()
     assert bundle is not None, "the host has no CA bundle; nothing was handed to the build"
     base_bundle = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", base_image_for(variant, settings), "cat", "/etc/ssl/certs/ca-certificates.crt"],
+        ["docker", "run", "--rm", "--platform", variant.platform, "--network", "none", base_image_for(variant, settings), "cat", CA_FILE],
         capture_output=True,
         text=True,
         check=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import engine, registry
+from torchenv import engine, platforms, registry
 from torchenv.build import image_tag
 from torchenv.errors import TorchenvError
 from torchenv.locks import LOCK_DIR
@@ -86,13 +86,13 @@ def image_state() -> set[str]:
 def test_push_refuses_an_image_without_a_passing_test_record(settings: Settings, tmp_path: Path, local_registry: str) -> None:
     untested = dataclasses.replace(settings, work_dir=tmp_path / "no-records")
     with pytest.raises(TorchenvError, match=r"has no passing test record; run `invoke test --variant cu117` first"):
-        registry.push(load_matrix().get(VARIANT), untested, local_registry)
+        registry.push(VARIANT, load_matrix(), untested, local_registry)
 
 
 def test_push_to_a_registry_that_is_down_is_one_line_and_leaves_nothing(settings: Settings, tested_image: str) -> None:
     before = image_state()
     with pytest.raises(TorchenvError) as caught:
-        registry.push(load_matrix().get(VARIANT), settings, f"127.0.0.1:{free_port()}")
+        registry.push(VARIANT, load_matrix(), settings, f"127.0.0.1:{free_port()}")
     message = str(caught.value)
     assert message.startswith("pushing 127.0.0.1:") and "check that the registry" in message and "\n" not in message
     assert image_state() == before
@@ -107,7 +107,7 @@ def test_pull_without_a_recorded_push_is_one_line(settings: Settings) -> None:
 def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
     matrix = load_matrix()
     variant = matrix.get(VARIANT)
-    record = registry.push(variant, settings, local_registry)
+    record = registry.push(VARIANT, matrix, settings, local_registry)
     assert record["digest"].startswith("sha256:") and record["image_id"] == tested_image
     assert VARIANT in record["tags"] and "latest" in record["tags"]
     assert json.loads(settings.digests_file.read_text())[VARIANT]["digest"] == record["digest"]
@@ -131,7 +131,7 @@ def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_ima
 def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
     matrix = load_matrix()
     variant = matrix.get(VARIANT)
-    registry.push(variant, settings, local_registry)
+    registry.push(VARIANT, matrix, settings, local_registry)
     other_locks = tmp_path / "locks"
     other_locks.mkdir()
     (other_locks / f"{VARIANT}.txt").write_text((LOCK_DIR / f"{VARIANT}.txt").read_text() + "# edited\n")
@@ -142,3 +142,74 @@ def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, teste
         registry.pull(variant, matrix, changed)
     assert engine.image_id(image_tag(variant, settings)) == tested_image, "an image that was already here must stay"
     assert registry.pull_first(variant, matrix, changed) is None
+
+
+MULTI_PLATFORM = "cpu"
+
+
+@pytest.fixture
+def tested_arm64_image(settings: Settings) -> str:
+    tag = image_tag(load_matrix().get(MULTI_PLATFORM, platforms.ARM64), settings)
+    image_id = engine.image_id(tag)
+    if image_id is None or passed_record(image_id, settings) is None:
+        pytest.skip(f"{tag} has not passed tests/images in this run; push needs a passing test record")
+    return image_id
+
+
+def listed_platforms(reference: str) -> list[str]:
+    manifest = registry.index_manifest(reference)
+    return sorted(f"{entry['platform']['os']}/{entry['platform']['architecture']}" for entry in manifest["manifests"])
+
+
+def test_multi_platform_variant_is_pushed_as_one_index(
+    settings: Settings, tested_arm64_image: str, local_registry: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cpu's arm64 image (the one built here; its amd64 half needs the PyTorch index) goes
+    out as an index under the variant's tags; a platform-specific pull gets it, and
+    `invoke pull` of the host's platform says in one line that the index lacks it."""
+    matrix = load_matrix()
+    arm64 = matrix.get(MULTI_PLATFORM, platforms.ARM64)
+    record = registry.push(MULTI_PLATFORM, matrix, settings, local_registry)
+    assert "is not built here for linux/amd64" in capsys.readouterr().out
+    repository = record["repository"]
+    assert set(record["platforms"]) == {platforms.ARM64} and record["platforms"][platforms.ARM64]["image_id"] == tested_arm64_image
+    assert MULTI_PLATFORM in record["tags"] and f"{arm64.torch_release}-{MULTI_PLATFORM}" in record["tags"]
+    assert listed_platforms(f"{repository}:{MULTI_PLATFORM}") == [platforms.ARM64]
+    assert registry.index_manifest(f"{repository}@{record['digest']}")["digest"] == record["digest"]
+
+    # docker pull --platform of the variant's tag: the arm64 image, byte for byte.
+    engine.docker("image", "rm", "--force", tested_arm64_image)
+    engine.docker("pull", "--quiet", "--platform", platforms.ARM64, f"{repository}:{MULTI_PLATFORM}")
+    pulled = engine.docker("image", "inspect", "--format", "{{.Id}} {{.Architecture}}", f"{repository}:{MULTI_PLATFORM}").stdout.split()
+    assert pulled == [tested_arm64_image, "arm64"]
+    engine.docker("image", "rm", f"{repository}:{MULTI_PLATFORM}")
+
+    # invoke pull --platform linux/arm64: by digest, checked, tagged as a local build.
+    reference = registry.pull(arm64, matrix, settings)
+    assert reference == f"{repository}@{record['platforms'][platforms.ARM64]['digest']}"
+    assert engine.image_id(image_tag(arm64, settings)) == tested_arm64_image
+    with pytest.raises(
+        TorchenvError, match=r"the pushed cpu has no linux/amd64 image, only linux/arm64; pull one of those with --platform"
+    ):
+        registry.pull(matrix.get(MULTI_PLATFORM, platforms.AMD64), matrix, settings)
+
+
+def test_an_index_lists_both_platforms_and_each_pull_gets_its_own(settings: Settings, local_registry: str) -> None:
+    """The index mechanism with both platforms, on the two Debian bases this project
+    builds (amd64 native, arm64 emulated): both listed, each platform's pull gets its own."""
+    from torchenv.base import ensure_base
+
+    repository = f"{local_registry}/torchenv-base"
+    sources = []
+    for platform in platforms.SUPPORTED:
+        image_id = engine.image_id(ensure_base("bookworm", settings, platform))
+        assert image_id is not None
+        digest = registry.push_tags(image_id, [f"{repository}:bookworm-{platforms.arch(platform)}"], local_registry)
+        sources.append(f"{repository}@{digest}")
+    digest = registry.make_index(repository, ["bookworm"], sources)
+    assert listed_platforms(f"{repository}@{digest}") == sorted(platforms.SUPPORTED)
+    for platform in platforms.SUPPORTED:
+        engine.docker("pull", "--quiet", "--platform", platform, f"{repository}:bookworm")
+        found = engine.docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", f"{repository}:bookworm").stdout.strip()
+        engine.docker("image", "rm", f"{repository}:bookworm")
+        assert found == platform

@@ -91,6 +91,23 @@ BAD_ENTRIES = [
     ("variants.cpu.cuda", "11.8", r"does not serve the CUDA 11.8 build"),
     ("default_variant", "cu999", r"default_variant 'cu999' is not a variant; nearest: cu121"),
     ("variants", {}, r"no \[variants.NAME\] tables"),
+    # Platforms: each one's wheels are checked against what PyTorch built for it.
+    ("variants.cu117.platforms", ["linux/amd64", "linux/arm64"], r"\[variants.cu117\] on linux/arm64: PyTorch 2.0.1 has no CUDA build"),
+    ("variants.cpu.platforms", ["linux/arm"], r"platform \"linux/arm\" is not one torchenv builds; nearest: \"linux/arm64\""),
+    ("variants.cpu.platforms", "linux/arm64", r"platforms must be a list of strings like \[\"linux/amd64\"\], got string"),
+    ("variants.cpu.platforms", ["linux/arm64", "linux/arm64"], r"platforms lists a platform twice"),
+    ("variants.cpu.platforms", ["linux/amd64"], r"per_platform.\"linux/arm64\" is not one of its platforms \(linux/amd64\); add it"),
+    ("variants.cpu.per_platform.linux/arm64.cuda", "11.7", r"per_platform.\"linux/arm64\": unknown key 'cuda'; nearest: "),
+    (
+        "variants.cpu.per_platform.linux/arm64.torch",
+        "2.0.1+cpu",
+        r"\[variants.cpu\] on linux/arm64: PyPI names its torch 2.0.1 without a local label; use torch = \"2.0.1\"",
+    ),
+    (
+        "variants.cpu.per_platform.linux/arm64.wheel_source",
+        "pytorch-cu118",
+        r"on linux/arm64: wheel_source \"pytorch-cu118\" does not serve the CPU-only build",
+    ),
 ]
 
 
@@ -140,3 +157,15 @@ def test_upstream_base_must_be_a_reference(shipped_matrix, write_matrix) -> None
     shipped_matrix["variants"]["cu117"]["base"] = "my base"
     with pytest.raises(TorchenvError, match="is not an image reference"):
         load_matrix(write_matrix(shipped_matrix))
+
+
+def test_a_variant_is_entered_once_per_platform() -> None:
+    matrix = load_matrix()
+    arm64 = matrix.get("cpu", "linux/arm64")
+    assert (arm64.torch, arm64.wheel_source, arm64.cuda, arm64.build_name) == ("2.0.1", "pypi", "none", "cpu-arm64")
+    assert matrix.get("cpu", "linux/amd64").torch == "2.0.1+cpu"
+    assert arm64.requirements == ["torch==2.0.1", "torchvision==0.15.2", "torchaudio==2.0.2", "numpy<2"]
+    assert [v.build_name for v in matrix.every_build()] == ["cpu", "cpu-arm64", "cu117", "cu118", "cu121"]
+    with pytest.raises(TorchenvError, match=r"variant cu117 is not built for linux/arm64; its platforms: linux/amd64"):
+        matrix.get("cu117", "linux/arm64")
+    assert [v.name for v in matrix.select(None, all_variants=True, platform="linux/arm64")] == ["cpu"]

@@ -263,6 +263,12 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
 
 def agreement(model: Any, ranks: distributed.Ranks) -> dict[str, Any]:
     """Every rank's parameter checksum; each node's first process says whether they agree."""
+    import torch
+
+    if os.environ.get("TORCHENV_TRAIN_DIVERGE_RANK") == str(ranks.rank):
+        # Fault injection for torchenv's own tests: this rank's weights drift, the check must see it.
+        with torch.no_grad():
+            next(model.parameters()).add_(1e-3)
     checksums = distributed.gather(distributed.parameter_checksum(model), ranks.world_size)
     report = {
         "world_size": ranks.world_size,

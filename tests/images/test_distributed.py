@@ -1,0 +1,51 @@
+"""torch.distributed in the real image: `train --nproc 2` in one container, and the
+compose demo with two containers as two nodes; every rank must end with the same weights."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from torchenv.matrix import Variant
+
+from ..helpers import compose_command, compose_run
+from .conftest import TrackedContainer
+
+CHECKSUM_LINE = re.compile(r"train: node (\d): final parameter checksums of all (\d+) ranks on (\d) node\(s\) agree: ([0-9a-f]{64})$", re.M)
+
+
+def test_train_two_processes_end_with_the_same_weights(container: TrackedContainer) -> None:
+    result = container.host.run("train --nproc 2 --epochs 4 --out /tmp/ddp")
+    assert result.rc == 0, result.stdout + result.stderr
+    metrics = json.loads(container.host.file("/tmp/ddp/metrics.json").content_string)
+    report = metrics["distributed"]
+    assert (report["world_size"], report["nodes"], report["backend"]) == (2, 1, "gloo")
+    assert report["checksums_equal"] and len(set(report["checksums"])) == 1
+    assert metrics["loss_fell"]
+    assert CHECKSUM_LINE.search(result.stdout)[4] == report["checksums"][0]
+
+
+def test_train_notices_ranks_that_diverge(container: TrackedContainer) -> None:
+    result = container.host.run("TORCHENV_TRAIN_DIVERGE_RANK=1 train --nproc 2 --epochs 2 --out /tmp/diverge")
+    assert result.rc == 7, result.stdout + result.stderr
+    assert "ranks ended with different weights" in result.stderr
+    assert "DIFFER" in result.stdout
+
+
+def test_compose_two_nodes_train_one_model(image: str, variant: Variant, tmp_path: Path) -> None:
+    """`docker compose run train-ddp`: node 1 in the foreground, node 0 as its dependency,
+    on the project's own internal network; both report the same final checksum."""
+    env = {"TORCHENV_VARIANT": variant.local_name}
+    try:
+        node1 = compose_run(tmp_path, "train-ddp", **env)
+        node0 = compose_command(tmp_path, "logs", "--no-color", "--no-log-prefix", "ddp-node0", **env)
+    finally:
+        compose_command(tmp_path, "--profile", "ddp", "down", "--volumes", **env)
+    assert node1.returncode == 0, node1.stdout + node1.stderr
+    reports = {match[1]: match for match in CHECKSUM_LINE.finditer(node1.stdout + node0.stdout)}
+    assert set(reports) == {"0", "1"}, node1.stdout + node0.stdout
+    assert reports["0"][2] == reports["1"][2] == "2" and reports["0"][3] == "2"
+    assert reports["0"][4] == reports["1"][4]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())  # written by node 0, the global rank 0
+    assert metrics["distributed"]["nodes"] == 2 and metrics["distributed"]["checksums"] == [reports["0"][4]] * 2
