@@ -223,6 +223,34 @@ def demo(c: Context) -> None:
     print(f"torchenv: demo done; metrics and checkpoint are in {compose.OUT_DIR}")
 
 
+@task(
+    help={
+        "variants": "comma-separated variants to measure (default: cu117,cu121)",
+        "cold": "also time a cold build against its floor (empties torchenv's build cache; downloads every wheel twice)",
+    }
+)
+@one_line_errors
+def bench(c: Context, variants: str = "cu117,cu121", cold: bool = False) -> None:
+    """Measure sizes, build, start and run times side by side with their baselines; print the ratios."""
+    for name in variants.split(","):
+        matrix_of(settings_of(c)).get(name.strip())  # an unknown name fails here, in one line
+    args = [sys.executable, "-m", "bench.performance", "--variants", variants] + (["--cold"] if cold else [])
+    sys.exit(subprocess.run(args, cwd=PROJECT_ROOT).returncode)
+
+
+@task(help={"folder": "where report.md and sizes.png go (default: docs/performance)"})
+@one_line_errors
+def report(c: Context, folder: str = "docs/performance") -> None:
+    """Write the latest bench results as a Markdown table and a PNG chart of size per variant and layer."""
+    from bench import report as bench_report
+
+    try:
+        written = bench_report.write(PROJECT_ROOT / folder)
+    except FileNotFoundError as error:
+        raise TorchenvError(str(error)) from None
+    print(f"torchenv: wrote {', '.join(str(path.relative_to(PROJECT_ROOT)) for path in written)}")
+
+
 @task
 @one_line_errors
 def clean(c: Context) -> None:
@@ -238,5 +266,5 @@ def clean(c: Context) -> None:
     print(f"torchenv: removed {len(images)} images and {len(records)} build cache records")
 
 
-namespace = Collection(list_, matrix, lock, build, repro, push, pull, verify, train, shell, test, demo, clean)
+namespace = Collection(list_, matrix, lock, build, repro, push, pull, verify, train, shell, test, demo, bench, report, clean)
 namespace.configure({"torchenv": {}})

@@ -39,6 +39,8 @@ install_packages() {
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   # The tests push to and pull from a real registry (the distribution registry).
   command -v docker-registry >/dev/null || missing+=(docker-registry)
+  # The bench pushes with zstd layers through skopeo (the docker driver pushes gzip only).
+  command -v skopeo >/dev/null || missing+=(skopeo)
   command -v python3 >/dev/null || missing+=(python3)
   # The cpu variant's arm64 image is built and tested here under emulation.
   if [ "$(uname -m)" = x86_64 ]; then
@@ -55,6 +57,7 @@ install_packages() {
   local pkgs=()
   [[ " ${missing[*]} " == *" mmdebstrap "* ]] && pkgs+=(mmdebstrap)
   [[ " ${missing[*]} " == *" docker-registry "* ]] && pkgs+=(docker-registry)
+  [[ " ${missing[*]} " == *" skopeo "* ]] && pkgs+=(skopeo)
   [[ " ${missing[*]} " == *" python3"* ]] && pkgs+=(python3 python3-venv)
   for emulation in qemu-user-static binfmt-support arch-test; do
     [[ " ${missing[*]} " == *" $emulation "* ]] && pkgs+=("$emulation")

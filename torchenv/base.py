@@ -93,8 +93,15 @@ def ensure_base(suite: str, settings: Settings, platform: str = platforms.AMD64)
     return make_base(suite, settings, reference, platform=platform)
 
 
-def make_base(suite: str, settings: Settings, reference: str, no_cache: bool = False, platform: str = platforms.AMD64) -> str:
-    """Bootstraps the root filesystem and imports it as the image REFERENCE."""
+def make_base(
+    suite: str,
+    settings: Settings,
+    reference: str,
+    no_cache: bool = False,
+    platform: str = platforms.AMD64,
+    packages: tuple[str, ...] = PACKAGES,
+) -> str:
+    """Bootstraps the root filesystem (with PACKAGES) and imports it as the image REFERENCE."""
     if shutil.which("mmdebstrap") is None:
         raise TorchenvError("mmdebstrap is not installed; run ./invokew once (it installs it) or `sudo apt-get install mmdebstrap`")
     platforms.require_runnable(platform)  # maintainer scripts run inside the new root
@@ -103,7 +110,7 @@ def make_base(suite: str, settings: Settings, reference: str, no_cache: bool = F
     with tempfile.TemporaryDirectory(prefix="base-", dir=settings.work_dir) as context:
         rootfs = Path(context) / "rootfs.tar"
         command = ["mmdebstrap", "--variant=apt", "--quiet", "--format=tar", f"--architectures={platforms.arch(platform)}"]
-        command += ["--include=" + ",".join(PACKAGES)]
+        command += ["--include=" + ",".join(packages)]
         command += [f"--dpkgopt={option}" for option in DPKG_OPTIONS]
         command += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
         if settings.debian_snapshot:

@@ -1,0 +1,408 @@
+"""Performance, measured side by side in one run and reported as ratios against each
+figure's natural baseline (issue 7's targets):
+
+- size: torchenv's image vs a naive single-stage image of the same lock (bench/naive),
+  uncompressed and compressed as pushed to a local registry (gzip; zstd through skopeo),
+  and vs the installed size of the locked wheels; a per-layer breakdown;
+- cold build vs its floor: downloading the locked wheels plus installing them from local
+  files with uv (--cold; downloads every wheel twice, so it is opt-in);
+- rebuild after editing the demo code, and a no-op rebuild;
+- `docker compose run verify`; `import torch` in the container vs on the host, and the
+  demo's training throughput in the container vs on the host, with the same wheels.
+
+Run from the project root:  ./invokew bench [--variants cu117,cu121] [--cold]
+Results go to bench/results/latest.json; `invoke report` turns them into a table and chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+
+from torchenv import PROJECT_ROOT, compose, engine
+from torchenv.base import make_base, source_date_epoch
+from torchenv.build import build_variant, image_tag, lock_for, requirements_context
+from torchenv.locks import Lock
+from torchenv.matrix import Matrix, Variant, load_matrix
+from torchenv.settings import Settings
+
+RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
+WORK = PROJECT_ROOT / "bench" / ".work"
+APP_FILE = PROJECT_ROOT / "docker" / "app" / "torchenv_app" / "__init__.py"
+NAIVE_DOCKERFILE = PROJECT_ROOT / "bench" / "naive" / "Dockerfile"
+NAIVE_PACKAGES = ("ca-certificates", "python3", "python3-venv")
+MANIFEST_TYPES = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+IMPORT_TORCH = "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
+TRAIN_ARGS = ["--epochs", "6", "--samples", "32768", "--device", "cpu"]
+
+console = Console(stderr=True)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def quiet(action: Callable[[], object]) -> None:
+    """Runs ACTION with its stdout/stderr (BuildKit's stream included) sent to a log."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / "bench.log", "a") as log:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            action()
+        finally:
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+
+
+def run(*command: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+
+
+# ---- sizes ---------------------------------------------------------------------------
+
+
+def naive_image(variant: Variant, settings: Settings, lock: Lock | None) -> str:
+    """bench/naive built for VARIANT on a Debian base with Python only."""
+    base = f"torchenv-bench-naive:base-{source_date_epoch()}"
+    if engine.image_id(base) is None:
+        make_base("bookworm", settings, base, packages=NAIVE_PACKAGES)
+    tag = f"torchenv-bench-naive:{variant.name}"
+    command = ["docker", "buildx", "build", "--file", str(NAIVE_DOCKERFILE), "--tag", tag, "--build-arg", f"BASE_IMAGE={base}"]
+    command += ["--build-context", f"requirements={requirements_context(variant, settings, lock)}"]
+    if ca_bundle := settings.ca_bundle_path():
+        command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
+    run(*command, str(NAIVE_DOCKERFILE.parent))
+    return tag
+
+
+def image_size(reference: str) -> int:
+    return int(engine.docker("image", "inspect", "--format", "{{.Size}}", reference).stdout)
+
+
+def venv_size(image: str) -> int:
+    return int(engine.docker(*engine.run_args(image, ["du", "-sb", "/opt/venv"])).stdout.split()[0])
+
+
+@contextlib.contextmanager
+def local_registry() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    root = Path(tempfile.mkdtemp(prefix="bench-registry-", dir=WORK))
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: {address}\n")
+    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
+                break
+            time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pushed_layers(registry: str, repository: str, tag: str) -> list[int]:
+    request = urllib.request.Request(f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return [layer["size"] for layer in json.load(response)["layers"]]
+
+
+def push_gzip(image: str, registry: str, repository: str, tag: str) -> list[int]:
+    alias = f"{registry}/{repository}:{tag}"
+    engine.tag(image, alias)
+    try:
+        engine.docker("push", "--quiet", alias)
+    finally:
+        engine.docker("image", "rm", alias, check=False)
+    return pushed_layers(registry, repository, tag)
+
+
+def push_zstd(image: str, registry: str, repository: str, tag: str) -> list[int] | None:
+    """The same image pushed with zstd (level 19) layers; None without skopeo."""
+    if shutil.which("skopeo") is None:
+        return None
+    run(
+        "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "zstd", "--dest-compress-level", "19",
+        "--format", "oci", f"docker-daemon:{image}", f"docker://{registry}/{repository}:{tag}",
+    )  # fmt: skip
+    return pushed_layers(registry, repository, tag)
+
+
+def layer_steps(image: str) -> list[tuple[str, int]]:
+    """(what made it, uncompressed bytes) per layer, bottom first."""
+    history = engine.docker("history", "--no-trunc", "--human=false", "--format", "{{json .}}", image).stdout.splitlines()
+    steps = []
+    for line in reversed(history):
+        entry = json.loads(line)
+        size, created = int(entry["Size"]), entry["CreatedBy"]
+        if size == 0 and not any(word in created for word in ("ADD", "COPY", "RUN")):
+            continue  # metadata only (ENV, LABEL, ...): no layer
+        steps.append((describe(created), size))
+    return steps
+
+
+def describe(created_by: str) -> str:
+    if "rootfs.tar" in created_by or "ADD" in created_by:
+        return "Debian base (mmdebstrap)"
+    if "adapt.sh" in created_by:
+        return "base adapted (user, checks)"
+    if "COPY" in created_by and "/opt" in created_by:
+        return "torch venv (/opt/venv)"
+    if "docker/app" in created_by or "/opt/torchenv" in created_by:
+        return "app (verify, train)"
+    return created_by.split("/bin/sh -c ")[-1][:40]
+
+
+def sizes(variant: Variant, settings: Settings, lock: Lock | None, registry: str) -> dict[str, Any]:
+    ours = image_tag(variant, settings)
+    naive = naive_image(variant, settings, lock)
+    ours_gzip = push_gzip(ours, registry, "torchenv", variant.name)
+    naive_gzip = push_gzip(naive, registry, "naive", variant.name)
+    ours_zstd = push_zstd(ours, registry, "torchenv-zstd", variant.name)
+    steps = layer_steps(ours)
+    if len(steps) != len(ours_gzip):  # history and layers disagree: name them by position
+        steps = [(f"layer {index}", 0) for index in range(len(ours_gzip))]
+    layers = [
+        {"step": step, "uncompressed": size, "gzip": gzip, "zstd": ours_zstd[index] if ours_zstd else None}
+        for index, ((step, size), gzip) in enumerate(zip(steps, ours_gzip, strict=False))
+    ]
+    return {
+        "image": image_size(ours),
+        "naive_image": image_size(naive),
+        "wheels_installed": venv_size(ours),
+        "gzip": sum(ours_gzip),
+        "naive_gzip": sum(naive_gzip),
+        "zstd": sum(ours_zstd) if ours_zstd else None,
+        "layers": layers,
+    }
+
+
+# ---- build times ---------------------------------------------------------------------
+
+
+def rebuilds(variant: Variant, matrix: Matrix, settings: Settings) -> dict[str, float]:
+    build = lambda: quiet(lambda: build_variant(variant, matrix, settings))  # noqa: E731
+    build()
+    no_op = timed(build)
+    original = APP_FILE.read_text()
+    try:
+        APP_FILE.write_text(original + f"# bench edit {time.time()}\n")
+        edited = timed(build)
+    finally:
+        APP_FILE.write_text(original)
+    build()
+    return {"no_op_rebuild": no_op, "demo_edit_rebuild": edited}
+
+
+def host_venv(variant: Variant, lock: Lock, settings: Settings) -> tuple[Path, dict[str, float]]:
+    """The floor of a build: the locked wheels downloaded (pip) and installed from those
+    files with uv into a fresh venv; the venv is also the host side of the comparisons."""
+    place = WORK / variant.build_name
+    wheels, venv = place / "wheels", place / "venv"
+    shutil.rmtree(place, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    env = {**os.environ, **({"PIP_CERT": str(settings.ca_bundle_path())} if settings.ca_bundle_path() else {})}
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes", "--dest", str(wheels), "-r", str(lock.path)]
+    download = timed(lambda: run(*pip, env=env))
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    python = f"python{variant.python}" if shutil.which(f"python{variant.python}") else sys.executable
+    run(uv, "venv", "--quiet", "--python", python, str(venv))
+    install_command = [uv, "pip", "install", "--quiet", "--offline", "--no-deps", "--no-index", "--find-links", str(wheels)]
+    install_command += ["--python", str(venv / "bin" / "python"), "--compile-bytecode", "-r", str(lock.path)]
+    install = timed(lambda: run(*install_command))
+    shutil.rmtree(wheels)
+    return venv, {"floor_download": download, "floor_install": install}
+
+
+def cold_build(variant: Variant, matrix: Matrix, settings: Settings) -> float:
+    """From an empty build cache (the base image stays: the floor does not make one either)."""
+    tag = image_tag(variant, settings)
+    for name in engine.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", settings.image_name).stdout.split():
+        if engine.image_id(name) == engine.image_id(tag):
+            engine.docker("image", "rm", name)
+    for record in engine.build_cache_ids("torchenv"):
+        engine.prune_build_cache(record)
+    return timed(lambda: quiet(lambda: build_variant(variant, matrix, settings)))
+
+
+# ---- start and run times -------------------------------------------------------------
+
+
+def compose_verify(variant: Variant) -> float:
+    env = {**os.environ, **compose.user_environment(), "TORCHENV_VARIANT": variant.local_name}
+    command = ["docker", "compose", "run", "--rm", "verify"]
+    return min(timed(lambda: subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True)) for _ in range(3))
+
+
+def container_python(image: str, *args: str) -> str:
+    return engine.docker(*engine.run_args(image, ["python", *args], extra=["--tmpfs", "/out:exec"])).stdout
+
+
+def host_python(venv: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "docker" / "app"), "PYTHONDONTWRITEBYTECODE": "1"}
+    return run(str(venv / "bin" / "python"), *args, env=env)
+
+
+def side_by_side(container: Callable[[], float], host: Callable[[], float], rounds: int) -> tuple[float, float]:
+    """Medians of ROUNDS alternating runs, so that drift hits both sides alike."""
+    inside, outside = [], []
+    for _ in range(rounds):
+        inside.append(container())
+        outside.append(host())
+    return statistics.median(inside), statistics.median(outside)
+
+
+def throughput(output: str) -> float:
+    """Mean samples/s over the epochs after the first (which includes warm-up)."""
+    epochs = json.loads(output)["epochs"][1:]
+    return statistics.mean(epoch["samples_per_second"] for epoch in epochs)
+
+
+def run_times(variant: Variant, settings: Settings, venv: Path) -> dict[str, float]:
+    image = image_tag(variant, settings)
+    imports = side_by_side(
+        lambda: float(container_python(image, "-c", IMPORT_TORCH)), lambda: float(host_python(venv, "-c", IMPORT_TORCH)), rounds=5
+    )
+    train = ["-c", "import sys, runpy; sys.argv = ['train', *sys.argv[1:]]; runpy.run_module('torchenv_app.train', run_name='__main__')"]
+    show = "cat {out}/metrics.json"
+
+    def in_container() -> float:
+        script = f"train {' '.join(TRAIN_ARGS)} --out /out >/dev/null && {show.format(out='/out')}"
+        return throughput(engine.docker(*engine.run_args(image, ["sh", "-c", script], extra=["--tmpfs", "/out:exec"])).stdout)
+
+    def on_host() -> float:
+        with tempfile.TemporaryDirectory(dir=WORK) as out:
+            host_python(venv, *train, *TRAIN_ARGS, "--out", out)
+            return throughput(Path(out, "metrics.json").read_text())
+
+    samples = side_by_side(in_container, on_host, rounds=3)
+    return {
+        "compose_verify": compose_verify(variant),
+        "import_torch_container": imports[0],
+        "import_torch_host": imports[1],
+        "train_samples_per_s_container": samples[0],
+        "train_samples_per_s_host": samples[1],
+    }
+
+
+# ---- the table -----------------------------------------------------------------------
+
+GB = 1e9
+
+
+def ratios(name: str, figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(variant, metric, measured, ratio or figure, target) rows; a target cell ends in
+    'met' or 'missed'."""
+    size = figures["sizes"]
+    rows = []
+
+    def row(metric: str, measured: str, value: float, target: float, kind: str = "le", unit: str = "x") -> None:
+        met = value <= target if kind == "le" else value >= target
+        bound = "<=" if kind == "le" else ">="
+        rows.append((name, metric, measured, f"{value:.2f}{unit}", f"{bound} {target:g}{unit}: {'met' if met else 'missed'}"))
+
+    row("image / naive image (uncompressed)", f"{size['image'] / GB:.2f} GB / {size['naive_image'] / GB:.2f} GB",
+        size["image"] / size["naive_image"], 0.95)  # fmt: skip
+    row("image - installed wheels", f"{size['image'] / GB:.2f} GB - {size['wheels_installed'] / GB:.2f} GB",
+        (size["image"] - size["wheels_installed"]) / 1e6, 400, unit=" MB")  # fmt: skip
+    row("pushed (gzip) / naive pushed (gzip)", f"{size['gzip'] / GB:.2f} GB / {size['naive_gzip'] / GB:.2f} GB",
+        size["gzip"] / size["naive_gzip"], 0.9)  # fmt: skip
+    if size["zstd"]:
+        row("pushed (zstd 19) / naive pushed (gzip)", f"{size['zstd'] / GB:.2f} GB / {size['naive_gzip'] / GB:.2f} GB",
+            size["zstd"] / size["naive_gzip"], 0.9)  # fmt: skip
+    times = figures["times"]
+    if "cold_build" in times:
+        floor = times["floor_download"] + times["floor_install"]
+        row("cold build / floor (download + uv install)",
+            f"{times['cold_build']:.0f} s / ({times['floor_download']:.0f} s + {times['floor_install']:.0f} s)",
+            times["cold_build"] / floor, 1.3)  # fmt: skip
+    row("rebuild after editing the demo", f"{times['demo_edit_rebuild']:.1f} s", times["demo_edit_rebuild"], 10, unit=" s")
+    row("no-op rebuild", f"{times['no_op_rebuild']:.1f} s", times["no_op_rebuild"], 5, unit=" s")
+    row("docker compose run verify (CPU)", f"{times['compose_verify']:.1f} s", times["compose_verify"], 8, unit=" s")
+    row("import torch: container / host",
+        f"{times['import_torch_container']:.2f} s / {times['import_torch_host']:.2f} s",
+        times["import_torch_container"] / times["import_torch_host"], 1.1)  # fmt: skip
+    row("training throughput: container / host",
+        f"{times['train_samples_per_s_container']:.0f} / {times['train_samples_per_s_host']:.0f} samples/s",
+        times["train_samples_per_s_container"] / times["train_samples_per_s_host"], 0.97, kind="ge")  # fmt: skip
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| variant | metric | measured | ratio / figure | target |", "| --- | --- | --- | --- | --- |"]
+    for name, figures in results["variants"].items():
+        lines += ["| " + " | ".join(row) + " |" for row in ratios(name, figures)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="cu117,cu121")
+    parser.add_argument("--cold", action="store_true", help="also measure a cold build against its floor (downloads every wheel twice)")
+    args = parser.parse_args()
+    settings = Settings.load()
+    matrix = load_matrix(settings.matrix)
+    compose.prepare()
+    WORK.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "variants": {}}
+    names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    steps = ["build", "rebuilds", "floor"] + (["cold build"] if args.cold else []) + ["sizes", "run times"]
+    with local_registry() as registry, Progress(console=console, transient=False) as progress:
+        task = progress.add_task("bench", total=len(names) * len(steps))
+        for name in names:
+            variant = matrix.get(name)
+            lock = lock_for(variant, settings)
+            assert lock is not None, f"{name} needs a lock"
+            progress.update(task, description=f"{name}: build")
+            quiet(lambda: build_variant(variant, matrix, settings))  # noqa: B023
+            progress.advance(task)
+            progress.update(task, description=f"{name}: no-op and demo-edit rebuilds")
+            times: dict[str, float] = rebuilds(variant, matrix, settings)
+            progress.advance(task)
+            progress.update(task, description=f"{name}: floor (download + uv install)")
+            venv, floor = host_venv(variant, lock, settings)
+            times |= floor
+            progress.advance(task)
+            if args.cold:
+                progress.update(task, description=f"{name}: cold build")
+                times["cold_build"] = cold_build(variant, matrix, settings)
+                progress.advance(task)
+            progress.update(task, description=f"{name}: sizes (naive image, pushes)")
+            figures = {"sizes": sizes(variant, settings, lock, registry)}
+            progress.advance(task)
+            progress.update(task, description=f"{name}: verify, import torch, training throughput")
+            times |= run_times(variant, settings, venv)
+            progress.advance(task)
+            figures["times"] = times
+            results["variants"][name] = figures
+            shutil.rmtree(venv.parent, ignore_errors=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    print(f"\n(results in {RESULTS.relative_to(PROJECT_ROOT)}; `invoke report` makes the table and chart)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`invoke report`: the latest bench results as a Markdown table and a PNG chart of the
+image size per variant and layer (matplotlib), written into one folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.performance import GB, RESULTS, markdown
+
+# Stacked from the bottom, in the order the layers are made.
+LAYER_COLOURS = {"Debian base (mmdebstrap)": "#4e79a7", "base adapted (user, checks)": "#a0cbe8", "torch venv (/opt/venv)": "#f28e2b"}
+
+
+def load(results: Path = RESULTS) -> dict[str, Any]:
+    if not results.exists():
+        raise FileNotFoundError(f"{results}: no bench results yet; run ./invokew bench first")
+    return json.loads(results.read_text())
+
+
+def layer_table(results: dict[str, Any]) -> str:
+    lines = ["| variant | layer | uncompressed | gzip (as pushed) | zstd 19 |", "| --- | --- | --- | --- | --- |"]
+    for name, figures in results["variants"].items():
+        for layer in figures["sizes"]["layers"]:
+            zstd = f"{layer['zstd'] / 1e6:.0f} MB" if layer.get("zstd") else "-"
+            lines.append(f"| {name} | {layer['step']} | {layer['uncompressed'] / 1e6:.0f} MB | {layer['gzip'] / 1e6:.0f} MB | {zstd} |")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, nor in CI
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    labels, position = [], 0.0
+    seen: set[str] = set()
+    for name, figures in results["variants"].items():
+        size = figures["sizes"]
+        bars = [
+            (f"{name}\ntorchenv", [(layer["step"], layer["uncompressed"]) for layer in size["layers"]]),
+            (f"{name}\nnaive", [("naive image (one stage)", size["naive_image"])]),
+            (f"{name}\npushed gzip", [("compressed as pushed", size["gzip"])]),
+            (f"{name}\nnaive gzip", [("naive, compressed as pushed", size["naive_gzip"])]),
+        ]
+        if size.get("zstd"):
+            bars.append((f"{name}\npushed zstd", [("compressed as pushed (zstd 19)", size["zstd"])]))
+        for label, parts in bars:
+            bottom = 0.0
+            for part, value in parts:
+                colour = LAYER_COLOURS.get(part, "#59a14f" if "app" in part else "#bab0ac" if "naive" in part else "#76b7b2")
+                axis.bar(position, value / GB, bottom=bottom, color=colour, label=None if part in seen else part, width=0.8)
+                seen.add(part)
+                bottom += value / GB
+            labels.append((position, label))
+            position += 1
+        position += 0.6
+    axis.set_xticks([p for p, _ in labels], [label for _, label in labels], fontsize=7)
+    axis.set_ylabel("GB")
+    axis.set_title(f"Image size per variant and layer (measured {results['measured']})")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(target, dpi=120)
+    plt.close(figure)
+
+
+def write(folder: Path, results_file: Path = RESULTS) -> list[Path]:
+    results = load(results_file)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "report.md"
+    png = folder / "sizes.png"
+    table.write_text(
+        f"# torchenv performance (measured {results['measured']})\n\n"
+        "Made by `./invokew bench` (bench/performance.py) and `./invokew report`; each figure is "
+        "measured side by side with its baseline in the same run.\n\n"
+        f"{markdown(results)}\n\n## Size per layer\n\n{layer_table(results)}\n\n![Image size per variant and layer](sizes.png)\n"
+    )
+    chart(results, png)
+    return [table, png]
