@@ -18,7 +18,7 @@ from typing import Any
 
 from invoke import Collection, Context, task
 
-from torchenv import PROJECT_ROOT, compose, engine, listing, locks, registry
+from torchenv import PROJECT_ROOT, compose, engine, listing, locks, progress, registry
 from torchenv.build import build_variant, image_tag
 from torchenv.errors import TorchenvError
 from torchenv.matrix import Matrix, Variant, load_matrix
@@ -99,7 +99,7 @@ def build(
     settings, matrix, variants = chosen(c, variant, all, platform)
     if allow_unlocked:
         settings = dataclasses.replace(settings, allow_unlocked=True)
-    for entry in variants:
+    for entry in progress.per_variant(variants, "building"):
         if pull_first and (reference := registry.pull_first(entry, matrix, settings)):
             print(f"torchenv: {entry.name}: pulled the prebuilt {reference} (its lock matches); nothing was built")
             continue
