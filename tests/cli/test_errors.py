@@ -46,6 +46,16 @@ CASES = [
         r"^torchenv: error: variant cu117: PyPI could not be reached at \S+/torch/ \(.*\); check the network",
     ),
     (["verify", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'"),
+    (
+        ["build", "--variant", "cu117", "--platform", "linux/arm64"],
+        {},
+        r"^torchenv: error: variant cu117 is not built for linux/arm64; its platforms: linux/amd64",
+    ),
+    (
+        ["verify", "--variant", "cpu", "--platform", "linux/s390x"],
+        {},
+        r"^torchenv: error: variant cpu is not built for linux/s390x; its platforms: linux/amd64, linux/arm64",
+    ),
     (["test", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'"),
     (
         ["build", "--variant", "cu117"],
@@ -58,7 +68,7 @@ CASES = [
         r"^torchenv: error: CA bundle /nonexistent/ca.pem .* does not exist",
     ),
     (
-        ["lock", "--variant", "cpu"],
+        ["lock", "--variant", "cpu", "--platform", "linux/amd64"],
         {"TORCHENV_PYTORCH_INDEX": ""},
         r"^torchenv: error: variant cpu: .*PyTorch cpu index.*TORCHENV_PYTORCH_INDEX",
     ),
@@ -102,8 +112,14 @@ def test_list_prints_the_matrix() -> None:
     result = run_invoke("list")
     assert result.returncode == 0
     rows = result.stdout.splitlines()
-    assert rows[0].split()[:3] == ["variant", "torch", "torchvision"]
-    assert [row.split()[0] for row in rows[2:]] == ["cpu", "cu117", "cu118", "cu121"]
+    assert rows[0].split()[:4] == ["variant", "platform", "torch", "torchvision"]
+    assert [row.split()[:2] for row in rows[2:]] == [
+        ["cpu", "linux/amd64"],
+        ["cpu", "linux/arm64"],
+        ["cu117", "(default)"],
+        ["cu118", "linux/amd64"],
+        ["cu121", "linux/amd64"],
+    ]
     assert "cu117 (default)" in result.stdout and "525.60.13" in result.stdout
 
 
