@@ -237,14 +237,13 @@ def host_venv(variant: Variant, lock: Lock, settings: Settings) -> tuple[Path, d
 
 
 def cold_build(variant: Variant, matrix: Matrix, settings: Settings) -> float:
-    """From an empty build cache (the base image stays: the floor does not make one either)."""
-    tag = image_tag(variant, settings)
-    for name in engine.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", settings.image_name).stdout.split():
-        if engine.image_id(name) == engine.image_id(tag):
-            engine.docker("image", "rm", name)
-    for record in engine.build_cache_ids("torchenv"):
+    """With no downloaded wheel at hand and every step run again (--no-cache); the base
+    image stays, as the floor does not make one either."""
+    for record in engine.build_cache_ids("cached mount /var/cache/torchenv-wheels"):
         engine.prune_build_cache(record)
-    return timed(lambda: quiet(lambda: build_variant(variant, matrix, settings)))
+    if engine.build_cache_ids("cached mount /var/cache/torchenv-wheels"):
+        raise RuntimeError("the wheel cache is still there (in use?); a cold build cannot be measured")
+    return timed(lambda: quiet(lambda: build_variant(variant, matrix, settings, no_cache=True)))
 
 
 # ---- start and run times -------------------------------------------------------------
@@ -398,8 +397,8 @@ def main() -> None:
             figures["times"] = times
             results["variants"][name] = figures
             shutil.rmtree(venv.parent, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # after each variant: a crash keeps what was measured
     print(markdown(results))
     print(f"\n(results in {RESULTS.relative_to(PROJECT_ROOT)}; `invoke report` makes the table and chart)")
 

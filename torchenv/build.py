@@ -126,9 +126,10 @@ def needed_space_gb(variant: Variant, settings: Settings, lock: Lock | None) -> 
     return settings.min_free_gb or build_needs_gb(lock.wheel_bytes if lock else None, variant.cuda)
 
 
-def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
+def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache: bool = False) -> str:
     """Builds, verifies and tags one variant; returns its tag. Nothing is tagged unless
-    the image passed `verify` in a container."""
+    the image passed `verify` in a container. NO_CACHE runs every step again (cache
+    mounts, such as the downloaded wheels, stay)."""
     settings.ca_bundle_path()  # a wrong CA bundle path fails here, before anything is made
     wheels.require_reachable(variant, settings)
     lock = lock_for(variant, settings)
@@ -145,7 +146,10 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings) -> str:
                 f"(torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})",
                 flush=True,
             )
-            returncode, output = run_streaming(buildx_command(variant, settings, base_image, iidfile, lock))
+            command = buildx_command(variant, settings, base_image, iidfile, lock)
+            if no_cache:
+                command.insert(command.index("build") + 1, "--no-cache")
+            returncode, output = run_streaming(command)
             if returncode != 0:
                 reason = failure_reason(output) or "see BuildKit's output above"
                 raise TorchenvError(f"the build of {variant.name} failed: {reason}; nothing was tagged")
