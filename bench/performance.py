@@ -140,13 +140,19 @@ def push_gzip(image: str, registry: str, repository: str, tag: str) -> list[int]
 
 
 def push_zstd(image: str, registry: str, repository: str, tag: str) -> list[int] | None:
-    """The same image pushed with zstd (level 19) layers; None without skopeo."""
+    """The same image pushed with zstd (level 19) layers; None without skopeo. Through a
+    `docker save` archive: Debian 12's skopeo speaks too old an API to read from the daemon."""
     if shutil.which("skopeo") is None:
         return None
-    run(
-        "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "zstd", "--dest-compress-level", "19",
-        "--format", "oci", f"docker-daemon:{image}", f"docker://{registry}/{repository}:{tag}",
-    )  # fmt: skip
+    archive = WORK / "image.tar"
+    try:
+        engine.docker("save", "--output", str(archive), image)
+        run(
+            "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "zstd", "--dest-compress-level", "19",
+            "--format", "oci", f"docker-archive:{archive}", f"docker://{registry}/{repository}:{tag}",
+        )  # fmt: skip
+    finally:
+        archive.unlink(missing_ok=True)
     return pushed_layers(registry, repository, tag)
 
 
