@@ -181,12 +181,19 @@ def describe(created_by: str) -> str:
     return created_by.split("/bin/sh -c ")[-1][:40]
 
 
-def sizes(variant: Variant, settings: Settings, lock: Lock | None, registry: str) -> dict[str, Any]:
+def sizes(variant: Variant, settings: Settings, lock: Lock | None) -> dict[str, Any]:
+    """In an order that keeps the disk's peak low: the zstd archive goes before the naive
+    image comes, and the naive image and the registry go when measured."""
     ours = image_tag(variant, settings)
-    naive = naive_image(variant, settings, lock)
-    ours_gzip = push_gzip(ours, registry, "torchenv", variant.name)
-    naive_gzip = push_gzip(naive, registry, "naive", variant.name)
-    ours_zstd = push_zstd(ours, registry, "torchenv-zstd", variant.name)
+    with local_registry() as registry:
+        ours_zstd = push_zstd(ours, registry, "torchenv-zstd", variant.name)
+        ours_gzip = push_gzip(ours, registry, "torchenv", variant.name)
+        naive = naive_image(variant, settings, lock)
+        try:
+            naive_gzip = push_gzip(naive, registry, "naive", variant.name)
+            naive_size = image_size(naive)
+        finally:
+            engine.docker("image", "rm", naive, check=False)
     steps = layer_steps(ours)
     if len(steps) != len(ours_gzip):  # history and layers disagree: name them by position
         steps = [(f"layer {index}", 0) for index in range(len(ours_gzip))]
@@ -196,7 +203,7 @@ def sizes(variant: Variant, settings: Settings, lock: Lock | None, registry: str
     ]
     return {
         "image": image_size(ours),
-        "naive_image": image_size(naive),
+        "naive_image": naive_size,
         "wheels_installed": venv_size(ours),
         "gzip": sum(ours_gzip),
         "naive_gzip": sum(naive_gzip),
@@ -374,7 +381,9 @@ def main() -> None:
     results: dict[str, Any] = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "variants": {}}
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
     steps = ["build", "rebuilds", "floor"] + (["cold build"] if args.cold else []) + ["sizes", "run times"]
-    with local_registry() as registry, Progress(console=console, transient=False) as progress:
+    if RESULTS.exists():  # a run for some variants keeps the others' figures
+        results["variants"] = json.loads(RESULTS.read_text())["variants"]
+    with Progress(console=console, transient=False) as progress:
         task = progress.add_task("bench", total=len(names) * len(steps))
         for name in names:
             variant = matrix.get(name)
@@ -395,13 +404,13 @@ def main() -> None:
                 times["cold_build"] = cold_build(variant, matrix, settings)
                 progress.advance(task)
             progress.update(task, description=f"{name}: sizes (naive image, pushes)")
-            figures = {"sizes": sizes(variant, settings, lock, registry)}
+            figures = {"sizes": sizes(variant, settings, lock)}
             progress.advance(task)
             progress.update(task, description=f"{name}: verify, import torch, training throughput")
             times |= run_times(variant, settings, venv)
             progress.advance(task)
             figures["times"] = times
-            results["variants"][name] = figures
+            results["variants"][name] = figures | {"measured": results["measured"]}
             shutil.rmtree(venv.parent, ignore_errors=True)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # after each variant: a crash keeps what was measured
