@@ -163,7 +163,7 @@ def layer_steps(image: str) -> list[tuple[str, int]]:
     for line in reversed(history):
         entry = json.loads(line)
         size, created = int(entry["Size"]), entry["CreatedBy"]
-        if size == 0 and not any(word in created for word in ("ADD", "COPY", "RUN")):
+        if size == 0 and not any(word in created for word in ("ADD", "COPY", "RUN", "WORKDIR")):
             continue  # metadata only (ENV, LABEL, ...): no layer
         steps.append((describe(created), size))
     return steps
@@ -178,6 +178,8 @@ def describe(created_by: str) -> str:
         return "torch venv (/opt/venv)"
     if "docker/app" in created_by or "/opt/torchenv" in created_by:
         return "app (verify, train)"
+    if created_by.startswith("WORKDIR"):
+        return "home directory (WORKDIR)"
     return created_by.split("/bin/sh -c ")[-1][:40]
 
 
