@@ -30,6 +30,11 @@ NOT_SECRETS: list[tuple[str, bytes, str]] = [
     ("usr/share/perl/*/HTTP/Tiny.pm", b"@", "documentation examples (john%40example.com, user:pass@proxy.example.com)"),
     ("opt/venv/lib/python3.*/site-packages/*urllib3/util/*url*", b"username:password@host.com", "a docstring example"),
     ("opt/venv/lib/python3.*/site-packages/*/_vendor/urllib3/util/*url*", b"username:password@host.com", "a docstring example"),
+    # fsspec (torch 2.1 depends on it): URL examples in its docstrings.
+    ("opt/venv/lib/python3.*/site-packages/fsspec/*", b"hdfs://username:pwd@node", "a docstring example"),
+    ("opt/venv/lib/python3.*/site-packages/fsspec/*", b"smb://myuser:mypassword@myserver.com", "a docstring example"),
+    ("opt/venv/lib/python3.*/site-packages/fsspec/*", b"github://org:repo@sha", "a URL form: org and repo, not a login"),
+    ("opt/venv/lib/python3.*/site-packages/fsspec/*", b"gist://username:token@id", "a docstring example"),
 ]
 
 
