@@ -49,6 +49,8 @@ NAIVE_DOCKERFILE = PROJECT_ROOT / "bench" / "naive" / "Dockerfile"
 NAIVE_PACKAGES = ("ca-certificates", "python3", "python3-venv")
 MANIFEST_TYPES = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 IMPORT_TORCH = "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
+# BuildKit's description of the cache mount where torchenv's builds keep uv's downloads.
+UV_CACHE_MOUNT = "cached mount /tmp from exec /bin/sh -c sh /srv/install.sh"
 TRAIN_ARGS = ["--epochs", "6", "--samples", "32768", "--device", "cpu"]
 
 console = Console(stderr=True)
@@ -174,8 +176,12 @@ def describe(created_by: str) -> str:
         return "Debian base (mmdebstrap)"
     if "adapt.sh" in created_by:
         return "base adapted (user, checks)"
-    if "COPY" in created_by and "/opt" in created_by:
-        return "torch venv (/opt/venv)"
+    if 'install.sh "NVIDIA libraries"' in created_by:
+        return "venv: NVIDIA libraries"
+    if 'install.sh "torch"' in created_by:
+        return "venv: torch and the rest"
+    if "check_venv" in created_by:
+        return "venv check (writes nothing)"
     if "docker/app" in created_by or "/opt/torchenv" in created_by:
         return "app (verify, train)"
     if created_by.startswith("WORKDIR"):
@@ -194,6 +200,8 @@ def sizes(variant: Variant, settings: Settings, lock: Lock | None) -> dict[str, 
         try:
             naive_gzip = push_gzip(naive, registry, "naive", variant.name)
             naive_size = image_size(naive)
+            # The naive image holds the locked wheels as installed, untrimmed.
+            wheels_installed = venv_size(naive)
         finally:
             engine.docker("image", "rm", naive, check=False)
     steps = layer_steps(ours)
@@ -206,7 +214,7 @@ def sizes(variant: Variant, settings: Settings, lock: Lock | None) -> dict[str, 
     return {
         "image": image_size(ours),
         "naive_image": naive_size,
-        "wheels_installed": venv_size(ours),
+        "wheels_installed": wheels_installed,
         "gzip": sum(ours_gzip),
         "naive_gzip": sum(naive_gzip),
         "zstd": sum(ours_zstd) if ours_zstd else None,
@@ -254,9 +262,9 @@ def host_venv(variant: Variant, lock: Lock, settings: Settings) -> tuple[Path, d
 def cold_build(variant: Variant, matrix: Matrix, settings: Settings) -> float:
     """With no downloaded wheel at hand and every step run again (--no-cache); the base
     image stays, as the floor does not make one either."""
-    for record in engine.build_cache_ids("cached mount /var/cache/torchenv-wheels"):
+    for record in engine.build_cache_ids(UV_CACHE_MOUNT):
         engine.prune_build_cache(record)
-    if engine.build_cache_ids("cached mount /var/cache/torchenv-wheels"):
+    if engine.build_cache_ids(UV_CACHE_MOUNT):
         raise RuntimeError("the wheel cache is still there (in use?); a cold build cannot be measured")
     return timed(lambda: quiet(lambda: build_variant(variant, matrix, settings, no_cache=True)))
 

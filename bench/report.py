@@ -10,7 +10,12 @@ from typing import Any
 from bench.performance import GB, RESULTS, markdown
 
 # Stacked from the bottom, in the order the layers are made.
-LAYER_COLOURS = {"Debian base (mmdebstrap)": "#4e79a7", "base adapted (user, checks)": "#a0cbe8", "torch venv (/opt/venv)": "#f28e2b"}
+LAYER_COLOURS = {
+    "Debian base (mmdebstrap)": "#4e79a7",
+    "base adapted (user, checks)": "#a0cbe8",
+    "venv: NVIDIA libraries": "#76b041",
+    "venv: torch and the rest": "#f28e2b",
+}
 
 
 def load(results: Path = RESULTS) -> dict[str, Any]:

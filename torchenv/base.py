@@ -48,10 +48,11 @@ CUSTOMIZE_HOOKS = (
     'chmod 0755 "$1/var/tmp" "$1/run/lock"',
     # Provably unused at run time: static archives nothing links against (inductor builds
     # shared objects against the shared libraries; libgcc.a and libc_nonshared.a stay, the
-    # linker needs them) and the sanitizer runtimes (no -fsanitize here). About 66 MB.
+    # linker needs them), the sanitizer runtimes (no -fsanitize here) and GCC's link-time
+    # optimizer with its dump tool (no -flto here). About 130 MB.
     'rm -f "$1"/usr/lib/python3.*/config-*/libpython3*.a "$1"/usr/lib/*-linux-gnu/libc.a "$1"/usr/lib/*-linux-gnu/libm-*.a'
     ' "$1"/usr/lib/*-linux-gnu/libmvec.a "$1"/usr/lib/gcc/*-linux-gnu/*/libstdc++*.a "$1"/usr/lib/gcc/*-linux-gnu/*/lib*san.a'
-    ' "$1"/usr/lib/*-linux-gnu/lib*san.so.*',
+    ' "$1"/usr/lib/*-linux-gnu/lib*san.so.* "$1"/usr/lib/gcc/*-linux-gnu/*/lto1 "$1"/usr/bin/*lto-dump*',
     'touch "$1/etc/hosts" "$1/etc/resolv.conf"',
     f'mkdir -p "$1/usr/share/torchenv" && dpkg-query --admindir="$1/var/lib/dpkg" -W '
     f"-f='${{Package}} ${{Version}} ${{Architecture}}\\n' | LC_ALL=C sort > \"$1/{PACKAGE_LIST}\"",

@@ -13,6 +13,7 @@ from torchenv import PROJECT_ROOT, display_path, engine, git, platforms, wheels
 from torchenv.base import FALLBACK_EPOCH, ensure_base, package_list, source_date_epoch
 from torchenv.buildlog import failure_reason, run_streaming
 from torchenv.errors import TorchenvError
+from torchenv.layering import split_requirements
 from torchenv.locks import Lock, base_drift, base_list_path, lock_path, read_lock
 from torchenv.matrix import Matrix, Variant
 from torchenv.platforms import host_platform
@@ -73,6 +74,12 @@ def requirements_context(variant: Variant, settings: Settings, lock: Lock | None
     context.mkdir(parents=True, exist_ok=True)
     text = lock.path.read_text() if lock else "\n".join(variant.requirements) + "\n"
     (context / "requirements.txt").write_text(text)
+    # An unlocked build resolves its pins at build time, so it cannot know the NVIDIA
+    # packages in advance: everything goes into the second layer.
+    layers = split_requirements(text) if lock else {"nvidia": "", "rest": text}
+    for layer, part in layers.items():
+        (context / layer).mkdir(exist_ok=True)
+        (context / layer / "requirements.txt").write_text(part)
     return context
 
 

@@ -3,7 +3,9 @@
 Runs inside the torch stage with the variant's expectations as environment variables.
 """
 
+import importlib
 import importlib.metadata
+import importlib.util
 import os
 import subprocess
 import sys
@@ -33,6 +35,15 @@ def main() -> int:
         problems.append(f"a CUDA {want_cuda} variant got a CPU-only torch")
     elif torch.version.cuda != want_cuda:
         problems.append(f"torch was built for CUDA {torch.version.cuda}, the matrix says {want_cuda}")
+
+    # Every native extension loads: the build strips symbol tables from the biggest
+    # libraries (triton's included), and a broken one must fail here, not at a user's.
+    for module in ("torchvision", "torchaudio", "triton"):
+        if importlib.util.find_spec(module) is not None:
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # noqa: BLE001 - any failure to load is the finding
+                problems.append(f"import {module} failed: {error}")
 
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     if check.returncode != 0:

@@ -11,7 +11,7 @@ from bench.performance import markdown
 
 LAYERS = [
     {"step": "Debian base (mmdebstrap)", "uncompressed": 440e6, "gzip": 150e6, "zstd": 120e6},
-    {"step": "torch venv (/opt/venv)", "uncompressed": 4.5e9, "gzip": 2.3e9, "zstd": 2.0e9},
+    {"step": "venv: torch and the rest", "uncompressed": 4.5e9, "gzip": 2.3e9, "zstd": 2.0e9},
     {"step": "app (verify, train)", "uncompressed": 40e3, "gzip": 10e3, "zstd": 9e3},
 ]
 RESULTS = {
@@ -59,5 +59,5 @@ def test_report_writes_the_table_and_a_png(tmp_path: Path) -> None:
     results = tmp_path / "latest.json"
     results.write_text(json.dumps(RESULTS))
     table, png = report.write(tmp_path / "out", results)
-    assert "| cu117 | torch venv (/opt/venv) | 4500 MB | 2300 MB | 2000 MB |" in table.read_text()
+    assert "| cu117 | venv: torch and the rest | 4500 MB | 2300 MB | 2000 MB |" in table.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

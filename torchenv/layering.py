@@ -1,0 +1,36 @@
+"""Which of a variant's pinned packages go into which venv layer of the image."""
+
+from __future__ import annotations
+
+import re
+
+# The NVIDIA libraries (cuDNN, cuBLAS, NCCL, ...) are most of a CUDA venv and move with the
+# CUDA version, not with torch: their own layer is pulled in parallel with torch's and
+# kept when only torch changes.
+LAYERS = ("nvidia", "rest")
+NVIDIA_PREFIX = "nvidia-"
+# `python3 -m venv` seeds these; the lock's versions replace them in the venv's own (first)
+# layer, since replacing them in a later one would leave whiteouts, files whose mtime
+# cannot be clamped and so would make the layer differ from build to build.
+SEEDED = frozenset({"pip", "setuptools", "wheel"})
+
+_REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def split_requirements(text: str) -> dict[str, str]:
+    """A requirements file (a lock with its hashes, or plain pins) split into one file
+    per layer. A requirement's continuation lines and comments go with it; the header
+    does not, so that a layer's input (and its build cache) changes only with its own
+    packages."""
+    entries: list[tuple[str, list[str]]] = []
+    for line in text.splitlines(keepends=True):
+        match = _REQUIREMENT.match(line)
+        if match:
+            entries.append((match["name"].lower().replace("_", "-"), [line]))
+        elif entries:
+            entries[-1][1].append(line)
+    parts: dict[str, list[str]] = {layer: [] for layer in LAYERS}
+    for name, lines in entries:
+        first = name.startswith(NVIDIA_PREFIX) or name in SEEDED
+        parts["nvidia" if first else "rest"].extend(lines)
+    return {layer: "".join(lines) for layer, lines in parts.items()}
