@@ -39,7 +39,7 @@ def test_removed_libraries_are_gone_and_nothing_names_them(container: TrackedCon
 def test_dependency_test_suites_are_gone_but_torch_testing_stays(container: TrackedContainer) -> None:
     suites = container.host.run(f"find {SITE} -mindepth 2 -type d -name tests")
     assert suites.rc == 0 and suites.stdout.strip() == "", suites.stdout
-    assert container.python("import torch.testing; torch.testing.assert_close(1.0, 1.0); print('ok')") == "ok"
+    assert container.python("import torch.testing; torch.testing.assert_close(1.0, 1.0); print(2 + 2)") == "4"
 
 
 def test_the_nvidia_libraries_are_a_layer_of_their_own(image: str, variant: Variant) -> None:
