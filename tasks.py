@@ -127,11 +127,11 @@ def lock(c: Context, variant: str | None = None, all: bool = False, platform: st
         print(f"torchenv: {line}")
 
 
-@task(help={"variant": "variant to rebuild twice from scratch (default: the matrix's default)"})
+@task(help={"variant": "variant to rebuild twice from scratch (default: the matrix's default)", "platform": PLATFORM_HELP})
 @one_line_errors
-def repro(c: Context, variant: str | None = None) -> None:
+def repro(c: Context, variant: str | None = None, platform: str = "") -> None:
     """Build the base and a variant twice from scratch; print "identical: <image id>" or what differs."""
-    settings, _, (entry,) = chosen(c, variant)
+    settings, _, (entry,) = chosen(c, variant, platform=platform)
     report = reproduce(entry, settings)
     print("\n".join(report))
     if any("DIFFERENT" in line for line in report):
@@ -139,18 +139,25 @@ def repro(c: Context, variant: str | None = None) -> None:
 
 
 @task(
-    help={"registry": "registry host[:port] (log in with `docker login` first)", "variant": "variant to push", "all": "push every variant"}
+    help={
+        "registry": "registry host[:port] (log in with `docker login` first)",
+        "variant": "variant to push",
+        "all": "push every variant",
+        "compression": "layer compression: zstd (default; smaller, Docker 23 and later pull it) or gzip (any client)",
+    }
 )
 @one_line_errors
-def push(c: Context, registry_: str = "", variant: str | None = None, all: bool = False) -> None:
+def push(c: Context, registry_: str = "", variant: str | None = None, all: bool = False, compression: str = "zstd") -> None:
     """Push tested images with all their tags; record their digests in images/digests.json."""
     if not registry_:
         raise TorchenvError("say where to push: invoke push --registry HOST[:PORT] (log in first with docker login)")
+    if compression not in registry.COMPRESSIONS:
+        raise TorchenvError(f"unknown layer compression {compression!r}; use --compression zstd (Docker 23 and later) or gzip (any client)")
     settings, matrix, variants = chosen(c, variant, all)
     for entry in variants:
-        record = registry.push(entry.name, matrix, settings, registry_)
+        record = registry.push(entry.name, matrix, settings, registry_, compression)
         print(
-            f"torchenv: pushed {entry.name} as {record['repository']}@{record['digest']} "
+            f"torchenv: pushed {entry.name} ({compression} layers) as {record['repository']}@{record['digest']} "
             f"({', '.join(record['tags'])}; {', '.join(record['platforms'])})"
         )
 
@@ -196,10 +203,18 @@ def shell(c: Context, variant: str | None = None, platform: str = "") -> None:
     run_in_image(c, variant, platform, ["bash"], interactive=True)
 
 
-@task(help={"variant": "also build+test only this variant's image (default: every variant buildable here)", "unit": "unit tests only"})
+@task(
+    help={
+        "variant": "also build+test only this variant's image (default: every variant buildable here)",
+        "all": "every variant (the default, said explicitly)",
+        "unit": "unit tests only",
+    }
+)
 @one_line_errors
-def test(c: Context, variant: str | None = None, unit: bool = False) -> None:
-    """Run the test suite: unit tests, then the images' testinfra checks."""
+def test(c: Context, variant: str | None = None, all: bool = False, unit: bool = False) -> None:
+    """Run the test suite: unit tests, then the images' testinfra checks, with progress per variant."""
+    if variant and all:
+        raise TorchenvError("choose either --variant NAME or --all, not both")
     args = [sys.executable, "-m", "pytest", "-ra"]
     if unit:
         args += ["tests/unit"]

@@ -39,7 +39,7 @@ install_packages() {
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   # The tests push to and pull from a real registry (the distribution registry).
   command -v docker-registry >/dev/null || missing+=(docker-registry)
-  # The bench pushes with zstd layers through skopeo (the docker driver pushes gzip only).
+  # `invoke push` and the bench push zstd layers through skopeo (the engine pushes gzip only).
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v python3 >/dev/null || missing+=(python3)
   # The cpu variant's arm64 image is built and tested here under emulation.

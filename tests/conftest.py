@@ -1,6 +1,8 @@
-"""Options shared by every test group."""
+"""Options shared by every test group, and progress per variant."""
 
 import pytest
+
+from .progress import VariantProgress
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -9,3 +11,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
         help="comma-separated variants whose images tests/images builds and checks (default: every variant in the matrix)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(VariantProgress(), "torchenv-variant-progress")

@@ -55,8 +55,12 @@ def build_args(variant: Variant, settings: Settings, base_image: str, lock: Lock
     }
 
 
-def buildx_command(variant: Variant, settings: Settings, base_image: str, iidfile: Path, lock: Lock | None = None) -> list[str]:
+def buildx_command(
+    variant: Variant, settings: Settings, base_image: str, iidfile: Path, lock: Lock | None = None, no_cache: bool = False
+) -> list[str]:
+    """NO_CACHE runs every step again; BuildKit then also gives the steps empty cache mounts."""
     command = ["docker", "buildx", "build", "--file", str(DOCKERFILE), "--iidfile", str(iidfile), "--progress", settings.progress]
+    command += ["--no-cache"] if no_cache else []
     command += ["--platform", variant.platform]
     # The requirements file (the lock, or the plain pins) travels as its own small context.
     command += ["--build-context", f"requirements={requirements_context(variant, settings, lock)}"]
@@ -135,8 +139,8 @@ def needed_space_gb(variant: Variant, settings: Settings, lock: Lock | None) -> 
 
 def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache: bool = False) -> str:
     """Builds, verifies and tags one variant; returns its tag. Nothing is tagged unless
-    the image passed `verify` in a container. NO_CACHE runs every step again (cache
-    mounts, such as the downloaded wheels, stay)."""
+    the image passed `verify` in a container. NO_CACHE runs every step again, with empty
+    cache mounts (so every wheel is downloaded again)."""
     settings.ca_bundle_path()  # a wrong CA bundle path fails here, before anything is made
     wheels.require_reachable(variant, settings)
     lock = lock_for(variant, settings)
@@ -153,9 +157,7 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache
                 f"(torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})",
                 flush=True,
             )
-            command = buildx_command(variant, settings, base_image, iidfile, lock)
-            if no_cache:
-                command.insert(command.index("build") + 1, "--no-cache")
+            command = buildx_command(variant, settings, base_image, iidfile, lock, no_cache=no_cache)
             returncode, output = run_streaming(command)
             if returncode != 0:
                 reason = failure_reason(output) or "see BuildKit's output above"

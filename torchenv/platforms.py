@@ -9,14 +9,15 @@ from torchenv.errors import TorchenvError
 
 AMD64, ARM64 = "linux/amd64", "linux/arm64"
 SUPPORTED = (AMD64, ARM64)
-# The ELF machine names binfmt_misc handlers are registered for.
-QEMU_HANDLERS = {AMD64: "qemu-x86_64", ARM64: "qemu-aarch64"}
+# Each platform's machine name (`uname -m`, wheel platform tags, qemu's handler names).
+MACHINES = {AMD64: "x86_64", ARM64: "aarch64"}
 BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
 
 
 def host_platform() -> str:
     machine = host.machine().lower()
-    return {"x86_64": AMD64, "amd64": AMD64, "aarch64": ARM64, "arm64": ARM64}.get(machine, f"linux/{machine}")
+    aliases = {name: platform for platform, name in MACHINES.items()} | {arch(platform): platform for platform in SUPPORTED}
+    return aliases.get(machine, f"linux/{machine}")
 
 
 def arch(platform: str) -> str:
@@ -28,7 +29,7 @@ def require_runnable(platform: str, binfmt_misc: Path = BINFMT_MISC) -> None:
     """Fails in one line unless this host runs PLATFORM's binaries, natively or emulated."""
     if platform == host_platform():
         return
-    handler = binfmt_misc / QEMU_HANDLERS.get(platform, "qemu-unknown")
+    handler = binfmt_misc / f"qemu-{MACHINES.get(platform, 'unknown')}"
     if not handler.exists() or "enabled" not in handler.read_text().splitlines()[0]:
         raise TorchenvError(
             f"{platform} binaries cannot run on this {host_platform()} host: no enabled {handler.name} binfmt_misc handler; "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from torchenv import display_path, engine
+from torchenv import display_path, engine, zstd_push
 from torchenv.build import image_tag
 from torchenv.errors import TorchenvError
 from torchenv.locks import read_lock
@@ -44,9 +44,15 @@ def tested_image(variant: Variant, settings: Settings) -> str:
     return image_id
 
 
-def push_tags(image_id: str, aliases: list[str], registry: str) -> str:
-    """Pushes IMAGE_ID under every alias; returns the manifest digest. The aliases are local
-    only for the push and are removed again, whatever happens."""
+COMPRESSIONS = ("zstd", "gzip")
+
+
+def push_tags(image_id: str, aliases: list[str], registry: str, settings: Settings, compression: str = "zstd") -> str:
+    """Pushes IMAGE_ID under every alias; returns the manifest digest. With gzip the engine
+    pushes, through aliases that are local only for the push and removed again, whatever
+    happens; with zstd, skopeo pushes (torchenv/zstd_push.py) and no local tag is made."""
+    if compression == "zstd":
+        return zstd_push.push(image_id, aliases, registry, settings.work_dir)
     pushed: list[str] = []
     try:
         for alias in aliases:
@@ -73,20 +79,23 @@ def platform_record(image_id: str, digest: str) -> dict[str, str]:
     return {"digest": digest, "image_id": image_id, "lock_sha256": engine.image_labels(image_id).get("io.torchenv.lock-sha256", "")}
 
 
-def push(name: str, matrix: Matrix, settings: Settings, registry: str) -> dict[str, Any]:
-    """Pushes variant NAME (every platform of it built and tested here) with all its tags;
-    records the digest to pull in images/digests.json and returns that record."""
+def push(name: str, matrix: Matrix, settings: Settings, registry: str, compression: str = "zstd") -> dict[str, Any]:
+    """Pushes variant NAME (every platform of it built and tested here) with all its tags and
+    its layers compressed with COMPRESSION; records the digest to pull in
+    images/digests.json and returns that record."""
+    if compression not in COMPRESSIONS:
+        raise TorchenvError(f"unknown layer compression {compression!r}; use zstd (Docker 23 and later) or gzip (any client)")
     repository = f"{registry.rstrip('/')}/{settings.image_name}"
     primary = matrix.get(name)
     if len(primary.platforms) == 1:
         image_id = tested_image(primary, settings)
         names = local_tags(image_id, settings)
-        digest = push_tags(image_id, [f"{repository}:{tag}" for tag in names], registry)
-        record = {"registry": registry, "repository": repository, "digest": digest, "tags": names}
+        digest = push_tags(image_id, [f"{repository}:{tag}" for tag in names], registry, settings, compression)
+        record = {"registry": registry, "repository": repository, "digest": digest, "tags": names, "compression": compression}
         record |= {"image_id": image_id, "lock_sha256": platform_record(image_id, digest)["lock_sha256"]}
         record["platforms"] = {primary.platform: platform_record(image_id, digest)}
     else:
-        record = push_index(name, matrix, settings, registry, repository)
+        record = push_index(name, matrix, settings, registry, repository, compression)
     everything = read_digests(settings)
     everything[name] = record
     settings.digests_file.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +103,7 @@ def push(name: str, matrix: Matrix, settings: Settings, registry: str) -> dict[s
     return record
 
 
-def push_index(name: str, matrix: Matrix, settings: Settings, registry: str, repository: str) -> dict[str, Any]:
+def push_index(name: str, matrix: Matrix, settings: Settings, registry: str, repository: str, compression: str) -> dict[str, Any]:
     """A multi-platform variant: each platform's image as <variant>-<arch>, then one index
     (manifest list) under the variant's tags that lists them all."""
     builds = [matrix.get(name, platform) for platform in matrix.get(name).platforms]
@@ -107,14 +116,21 @@ def push_index(name: str, matrix: Matrix, settings: Settings, registry: str, rep
     platforms_pushed = {}
     for build in present:
         image_id = tested_image(build, settings)
-        digest = push_tags(image_id, [f"{repository}:{name}-{build.arch}"], registry)
+        digest = push_tags(image_id, [f"{repository}:{name}-{build.arch}"], registry, settings, compression)
         platforms_pushed[build.platform] = platform_record(image_id, digest)
     release = present[0].torch_release
     commit = short_commit()
     names = ([f"{release}-{name}-py{present[0].python}-{commit}"] if commit else []) + [f"{release}-{name}", name]
     sources = [f"{repository}@{entry['digest']}" for entry in platforms_pushed.values()]
     digest = make_index(repository, names, sources)
-    return {"registry": registry, "repository": repository, "digest": digest, "tags": names, "platforms": platforms_pushed}
+    return {
+        "registry": registry,
+        "repository": repository,
+        "digest": digest,
+        "tags": names,
+        "compression": compression,
+        "platforms": platforms_pushed,
+    }
 
 
 def make_index(repository: str, tags: list[str], sources: list[str]) -> str:

@@ -102,8 +102,7 @@ def build_from_scratch(variant: Variant, settings: Settings, base_image: str, lo
     """One --no-cache build of the variant; returns the image ID (untagged)."""
     with tempfile.TemporaryDirectory(prefix="repro-", dir=settings.work_dir) as scratch:
         iidfile = Path(scratch) / "iid"
-        command = buildx_command(variant, settings, base_image, iidfile, lock)
-        command.insert(command.index("build") + 1, "--no-cache")
+        command = buildx_command(variant, settings, base_image, iidfile, lock, no_cache=True)
         returncode, output = run_streaming(command)
         if returncode != 0:
             raise TorchenvError(f"a from-scratch build of {variant.name} failed: {failure_reason(output) or 'see the output above'}")
@@ -123,7 +122,7 @@ def reproduce(variant: Variant, settings: Settings) -> list[str]:
             for attempt in ("a", "b"):
                 reference = f"torchenv-repro-base:{variant.debian_suite}-{attempt}"
                 bases.append(reference)
-                make_base(variant.debian_suite, settings, reference, no_cache=True)
+                make_base(variant.debian_suite, settings, reference, no_cache=True, platform=variant.platform)
             base_a, base_b = (engine.image_id(reference) for reference in bases)
             differences = compare(*bases)
             report.append(f"base {variant.base}: " + (f"identical: {base_a}" if not differences else f"DIFFERENT: {base_a} vs {base_b}"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
+from torchenv import platforms
 from torchenv.settings import Settings
 from torchenv.wheels import file_sizes
 
 # The wheel file names' architecture tag per platform.
-ARCH_TAGS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 # Installed, a wheel takes about 2.2 times its size; a build holds the installed venv
 # twice (its stage and the image's layer) and the wheels once (the cache mount).
 INSTALLED_PER_WHEEL_BYTE = 2.2
@@ -27,7 +27,7 @@ def locked_hashes(lock_text: str) -> dict[str, list[str]]:
 def wheel_bytes(lock_text: str, index: str, platform: str, settings: Settings) -> int | None:
     """The download size of the wheels a build of this lock installs, from the index's file
     sizes; None when the index does not give them."""
-    arch = ARCH_TAGS[platform]
+    arch = platforms.MACHINES[platform]
     total = 0
     for name, hashes in locked_hashes(lock_text).items():
         sizes = file_sizes(index, name, settings)

@@ -41,12 +41,16 @@ def source_description(variant: Variant) -> str:
     return "PyPI" if variant.pytorch_channel is None else f"the PyTorch {variant.pytorch_channel} index"
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """Trusts the configured CA bundle (a TLS-inspecting proxy's), or the system's."""
+    ca_bundle = settings.ca_bundle_path()
+    return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+
+
 def fetch_project(index: str, project: str, settings: Settings, timeout: float = 15) -> bytes:
     """The index's page for PROJECT (JSON where the index offers it)."""
-    ca_bundle = settings.ca_bundle_path()
-    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     request = urllib.request.Request(f"{index}/{project}/", headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})
-    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+    with urllib.request.urlopen(request, timeout=timeout, context=ssl_context(settings)) as response:
         return response.read()
 
 
@@ -54,9 +58,7 @@ def require_reachable(variant: Variant, settings: Settings, timeout: float = 15)
     """Fails in one line when the variant's wheel source (PyPI or a PyTorch index) does not answer."""
     index = index_url(variant, settings) or pypi_simple_url()
     try:
-        ca_bundle = settings.ca_bundle_path()
-        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-        with urllib.request.urlopen(f"{index}/torch/", timeout=timeout, context=context) as response:
+        with urllib.request.urlopen(f"{index}/torch/", timeout=timeout, context=ssl_context(settings)) as response:
             response.read(1024)
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error

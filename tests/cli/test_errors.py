@@ -90,6 +90,11 @@ CASES = [
     ),
     (["push", "--variant", "cu117"], {}, r"^torchenv: error: say where to push: invoke push --registry"),
     (
+        ["push", "--variant", "cu117", "--registry", "127.0.0.1:1", "--compression", "xz"],
+        {},
+        r"^torchenv: error: unknown layer compression 'xz'; use --compression zstd \(Docker 23 and later\) or gzip",
+    ),
+    (
         ["pull", "--variant", "cu117"],
         {"TORCHENV_DIGESTS_FILE": "/nonexistent/digests.json"},
         r"^torchenv: error: no pushed image of cu117 is recorded",

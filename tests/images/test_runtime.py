@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from torchenv import platforms
 from torchenv.locks import read_lock
 from torchenv.matrix import Variant
 from torchenv.settings import Settings
@@ -154,7 +155,7 @@ def test_image_is_for_the_variants_platform(image: str, variant: Variant, contai
         ["docker", "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image], capture_output=True, text=True
     ).stdout.strip()
     assert architecture == variant.platform
-    machine = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[variant.platform]
+    machine = platforms.MACHINES[variant.platform]
     assert container.host.check_output("uname -m") == machine
     assert container.python("import platform; print(platform.machine())") == machine
 

@@ -89,10 +89,28 @@ def test_push_refuses_an_image_without_a_passing_test_record(settings: Settings,
         registry.push(VARIANT, load_matrix(), untested, local_registry)
 
 
-def test_push_to_a_registry_that_is_down_is_one_line_and_leaves_nothing(settings: Settings, tested_image: str) -> None:
+def content(reference: str) -> tuple[list[str], dict[str, str]]:
+    """What an image is, byte for byte: its layers (uncompressed digests) and its labels.
+    A zstd push re-serializes the image config as OCI, so the pulled image has the same
+    content under another image ID."""
+    layers = json.loads(engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", reference).stdout)
+    return layers, engine.image_labels(reference)
+
+
+def layer_types(registry_address: str, repository: str, reference: str) -> set[str]:
+    request = urllib.request.Request(
+        f"http://{registry_address}/v2/{repository}/manifests/{reference}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return {layer["mediaType"] for layer in json.load(response)["layers"]}
+
+
+@pytest.mark.parametrize("compression", registry.COMPRESSIONS)
+def test_push_to_a_registry_that_is_down_is_one_line_and_leaves_nothing(settings: Settings, tested_image: str, compression: str) -> None:
     before = image_state()
     with pytest.raises(TorchenvError) as caught:
-        registry.push(VARIANT, load_matrix(), settings, f"127.0.0.1:{free_port()}")
+        registry.push(VARIANT, load_matrix(), settings, f"127.0.0.1:{free_port()}", compression)
     message = str(caught.value)
     assert message.startswith("pushing 127.0.0.1:") and "check that the registry" in message and "\n" not in message
     assert image_state() == before
@@ -104,34 +122,12 @@ def test_pull_without_a_recorded_push_is_one_line(settings: Settings) -> None:
         registry.pull(load_matrix().get(VARIANT), load_matrix(), settings)
 
 
-def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
-    matrix = load_matrix()
-    variant = matrix.get(VARIANT)
-    record = registry.push(VARIANT, matrix, settings, local_registry)
-    assert record["digest"].startswith("sha256:") and record["image_id"] == tested_image
-    assert VARIANT in record["tags"] and "latest" in record["tags"]
-    assert json.loads(settings.digests_file.read_text())[VARIANT]["digest"] == record["digest"]
-
-    # Gone locally, then back from the registry by digest, verified and tagged again.
-    engine.docker("image", "rm", "--force", tested_image)
-    assert engine.image_id(image_tag(variant, settings)) is None
-    reference = registry.pull(variant, matrix, settings)
-    assert reference == f"{local_registry}/{settings.image_name}@{record['digest']}"
-    assert engine.image_id(image_tag(variant, settings)) == tested_image
-
-    # compose runs the pulled image by its registry reference.
-    run = compose_run(tmp_path, "train", TORCHENV_IMAGE=reference)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["loss_fell"] is True
-
-    # A prebuilt image with the current lock is used instead of a build.
-    assert registry.pull_first(variant, matrix, settings) == reference
-
-
 def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
     matrix = load_matrix()
     variant = matrix.get(VARIANT)
-    registry.push(VARIANT, matrix, settings, local_registry)
+    # gzip (for clients older than Docker 23) goes through the engine's own push.
+    record = registry.push(VARIANT, matrix, settings, local_registry, "gzip")
+    assert layer_types(local_registry, settings.image_name, record["digest"]) == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
     other_locks = tmp_path / "locks"
     other_locks.mkdir()
     (other_locks / f"{VARIANT}.txt").write_text((LOCK_DIR / f"{VARIANT}.txt").read_text() + "# edited\n")
@@ -142,6 +138,37 @@ def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, teste
         registry.pull(variant, matrix, changed)
     assert engine.image_id(image_tag(variant, settings)) == tested_image, "an image that was already here must stay"
     assert registry.pull_first(variant, matrix, changed) is None
+
+
+def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
+    matrix = load_matrix()
+    variant = matrix.get(VARIANT)
+    record = registry.push(VARIANT, matrix, settings, local_registry)
+    assert record["digest"].startswith("sha256:") and record["image_id"] == tested_image
+    assert VARIANT in record["tags"] and "latest" in record["tags"]
+    # zstd by default, under every tag (the same manifest), and no alias left locally.
+    assert record["compression"] == "zstd"
+    assert layer_types(local_registry, settings.image_name, record["digest"]) == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert registry.index_manifest(f"{local_registry}/{settings.image_name}:latest")["digest"] == record["digest"]
+    assert not [line for line in image_state() if line.startswith(local_registry)]
+    assert json.loads(settings.digests_file.read_text())[VARIANT]["digest"] == record["digest"]
+
+    # Gone locally, then back from the registry by digest, verified and tagged again: the
+    # same layers and labels (a zstd push gives the config a new, OCI, serialization).
+    tested_content = content(tested_image)
+    engine.docker("image", "rm", "--force", tested_image)
+    assert engine.image_id(image_tag(variant, settings)) is None
+    reference = registry.pull(variant, matrix, settings)
+    assert reference == f"{local_registry}/{settings.image_name}@{record['digest']}"
+    assert content(image_tag(variant, settings)) == tested_content
+
+    # compose runs the pulled image by its registry reference.
+    run = compose_run(tmp_path, "train", TORCHENV_IMAGE=reference)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["loss_fell"] is True
+
+    # A prebuilt image with the current lock is used instead of a build.
+    assert registry.pull_first(variant, matrix, settings) == reference
 
 
 MULTI_PLATFORM = "cpu"
@@ -178,16 +205,17 @@ def test_multi_platform_variant_is_pushed_as_one_index(
     assert registry.index_manifest(f"{repository}@{record['digest']}")["digest"] == record["digest"]
 
     # docker pull --platform of the variant's tag: the arm64 image, byte for byte.
+    tested_content = content(tested_arm64_image)
     engine.docker("image", "rm", "--force", tested_arm64_image)
     engine.docker("pull", "--quiet", "--platform", platforms.ARM64, f"{repository}:{MULTI_PLATFORM}")
-    pulled = engine.docker("image", "inspect", "--format", "{{.Id}} {{.Architecture}}", f"{repository}:{MULTI_PLATFORM}").stdout.split()
-    assert pulled == [tested_arm64_image, "arm64"]
+    architecture = engine.docker("image", "inspect", "--format", "{{.Architecture}}", f"{repository}:{MULTI_PLATFORM}").stdout.strip()
+    assert architecture == "arm64" and content(f"{repository}:{MULTI_PLATFORM}") == tested_content
     engine.docker("image", "rm", f"{repository}:{MULTI_PLATFORM}")
 
     # invoke pull --platform linux/arm64: by digest, checked, tagged as a local build.
     reference = registry.pull(arm64, matrix, settings)
     assert reference == f"{repository}@{record['platforms'][platforms.ARM64]['digest']}"
-    assert engine.image_id(image_tag(arm64, settings)) == tested_arm64_image
+    assert content(image_tag(arm64, settings)) == tested_content
     with pytest.raises(
         TorchenvError, match=r"the pushed cpu has no linux/amd64 image, only linux/arm64; pull one of those with --platform"
     ):
@@ -204,7 +232,7 @@ def test_an_index_lists_both_platforms_and_each_pull_gets_its_own(settings: Sett
     for platform in platforms.SUPPORTED:
         image_id = engine.image_id(ensure_base("bookworm", settings, platform))
         assert image_id is not None
-        digest = registry.push_tags(image_id, [f"{repository}:bookworm-{platforms.arch(platform)}"], local_registry)
+        digest = registry.push_tags(image_id, [f"{repository}:bookworm-{platforms.arch(platform)}"], local_registry, settings, "gzip")
         sources.append(f"{repository}@{digest}")
     digest = registry.make_index(repository, ["bookworm"], sources)
     assert listed_platforms(f"{repository}@{digest}") == sorted(platforms.SUPPORTED)

@@ -1,0 +1,89 @@
+"""Pushing an image with zstd-compressed layers. The engine's own push (and BuildKit's
+docker driver) compresses with gzip only, so the image goes out through skopeo: read from
+a `docker save` archive (Debian 12's skopeo speaks too old an API to read from the daemon),
+recompressed with zstd, pushed as an OCI manifest. Docker 23 and later pull it; older
+clients need `--compression gzip`."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from torchenv import engine
+from torchenv.errors import TorchenvError
+
+# containers/image maps every level from 10 up to zstd's best-compression encoder, so 19
+# costs no more than 10 and names the intent: smallest pull.
+LEVEL = 19
+
+
+def is_local(registry: str) -> bool:
+    """Docker talks plain HTTP to a registry on the loopback; skopeo must be told to."""
+    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") else registry
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def skopeo() -> str:
+    found = shutil.which("skopeo")
+    if found is None:
+        raise TorchenvError(
+            "pushing with zstd layers needs skopeo, which is not installed: run ./invokew once, or push with --compression gzip"
+        )
+    return found
+
+
+def require_reachable(registry: str, alias: str) -> None:
+    """Before saving gigabytes to an archive: does anything listen where the registry is?"""
+    host, _, port = registry.rpartition(":") if registry.count(":") == 1 else (registry, "", "")
+    address = (host or registry, int(port) if port.isdigit() else 80 if is_local(registry) else 443)
+    try:
+        socket.create_connection(address, timeout=10).close()
+    except OSError as error:
+        raise TorchenvError(
+            f"pushing {alias} failed: cannot connect to {registry} ({error.strerror or error}); check that the registry "
+            f"{registry} runs and that `docker login {registry}` succeeded, then rerun"
+        ) from None
+
+
+def push(image_id: str, aliases: list[str], registry: str, work_dir: Path) -> str:
+    """Pushes IMAGE_ID under every alias with zstd layers; returns the manifest digest."""
+    binary = skopeo()
+    require_reachable(registry, aliases[0])
+    tls = ["--dest-tls-verify=false"] if is_local(registry) else []
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="push-", dir=work_dir) as scratch:
+        archive, digest_file = Path(scratch) / "image.tar", Path(scratch) / "digest"
+        engine.docker("save", "--output", str(archive), image_id)
+        first = aliases[0]
+        command = [binary, "copy", "--quiet", *tls, "--format", "oci", "--dest-compress-format", "zstd"]
+        command += ["--dest-compress-level", str(LEVEL), "--digestfile", str(digest_file), f"docker-archive:{archive}", f"docker://{first}"]
+        _run(command, first, registry)
+        archive.unlink()
+        # The other tags point at the same manifest: a copy inside the registry, no blob moves.
+        source_tls = ["--src-tls-verify=false"] if tls else []
+        for alias in aliases[1:]:
+            _run(
+                [binary, "copy", "--quiet", *tls, *source_tls, "--preserve-digests", f"docker://{first}", f"docker://{alias}"],
+                alias,
+                registry,
+            )
+        return digest_file.read_text().strip()
+
+
+def _run(command: list[str], alias: str, registry: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = engine.last_line(result.stderr) or engine.last_line(result.stdout)
+        raise TorchenvError(
+            f"pushing {alias} (zstd) failed: {reason}; check that the registry {registry} runs and that "
+            f"`docker login {registry}` succeeded, then rerun"
+        )
