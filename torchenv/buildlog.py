@@ -1,5 +1,5 @@
 """Streams BuildKit's plain progress through to the user and, when a build fails, finds
-the one line that says why: a torchenv check's own error, or pip's hash mismatch."""
+the one line that says why: a torchenv check's own error, or uv's or pip's hash mismatch."""
 
 from __future__ import annotations
 
@@ -32,7 +32,20 @@ def failure_reason(lines: list[str]) -> str | None:
     for index, line in enumerate(lines):
         if "DO NOT MATCH THE HASHES" in line:
             return _hash_mismatch(lines[index + 1 : index + 12])
+        if match := UV_HASH_MISMATCH.search(line):
+            return _uv_hash_mismatch(match.group(1), lines[index + 1 : index + 8])
     return None
+
+
+# uv (the venv's installer): "Hash mismatch for `idna==3.20`", then Expected: and Computed:
+# each followed by a sha256 line.
+UV_HASH_MISMATCH = re.compile(r"Hash mismatch for `([^`]+)`")
+
+
+def _uv_hash_mismatch(package: str, block: list[str]) -> str:
+    hashes = [match.group(1) for line in block if (match := re.search(r"sha256:([0-9a-f]{64})", line))]
+    expected, got = [*hashes, "?", "?"][:2]
+    return f"{package} does not match its hash in the lock (expected sha256 {expected[:16]}..., downloaded {got[:16]}...)"
 
 
 def _hash_mismatch(block: list[str]) -> str:
