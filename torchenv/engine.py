@@ -74,6 +74,12 @@ def build_cache_ids(mentioning: str) -> list[str]:
     return [record["ID"] for record in records if "ID" in record and mentioning in record.get("Description", "")]
 
 
+def build_records_since(before: set[str]) -> set[str]:
+    """Build cache records made since BEFORE (a set of IDs), but not cache mounts: those get a
+    new record each time a step uses them, and hold the downloads later builds reuse."""
+    return set(build_cache_ids("")) - before - set(build_cache_ids("cached mount "))
+
+
 def _field(line: str) -> tuple[str, str]:
     key, _, value = line.partition(":")
     return key.strip(), value.strip()

@@ -146,7 +146,5 @@ def reproduce(variant: Variant, settings: Settings) -> list[str]:
 def release_new_cache(records_before: set[str]) -> None:
     """Prunes the build cache records made since RECORDS_BEFORE: from-scratch builds
     duplicate the variant's big layers (a torch venv is ~5 GB); the regular cache stays."""
-    # Cache mounts (the downloaded wheels) get a new record each time they are used; they
-    # stay, or every repro would download the wheels again.
-    for record in set(engine.build_cache_ids("")) - records_before - set(engine.build_cache_ids("cached mount ")):
+    for record in engine.build_records_since(records_before):
         engine.prune_build_cache(record)

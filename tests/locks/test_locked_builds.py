@@ -62,7 +62,7 @@ def test_unlocked_build_needs_the_flag(tmp_path: Path) -> None:
 
 def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_path: Path) -> None:
     """An unlocked build (so its venv really gets built) is interrupted with SIGINT in the
-    middle of its pip step: no tag. The rerun takes the finished steps from the cache,
+    middle of its install step: no tag. The rerun takes the finished steps from the cache,
     completes, and its labels say it is not reproducible."""
     (tmp_path / "locks").mkdir()
     env = {
@@ -80,8 +80,8 @@ def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_
         )
         assert build.stdout is not None
         for line in build.stdout:
-            if "python3 -m venv /opt/venv" in line and "RUN" in line:
-                time.sleep(8)  # well inside the pip download/install
+            if 'install.sh "torch"' in line and "RUN" in line:
+                time.sleep(8)  # well inside uv's download/install of the venv's second layer
                 os.killpg(build.pid, signal.SIGINT)
                 break
         build.communicate(timeout=300)
@@ -97,7 +97,7 @@ def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_
     finally:
         for reference in engine.image_ids("reference=torchenv-test-sigint"):
             engine.docker("image", "rm", "--force", reference)
-        for record in set(engine.build_cache_ids("")) - records_before:  # a torch venv is ~5 GB
+        for record in engine.build_records_since(records_before):  # a torch venv is ~5 GB
             engine.prune_build_cache(record)
 
 
