@@ -45,17 +45,18 @@ def chart(results: dict[str, Any], target: Path) -> None:
     for name, figures in results["variants"].items():
         size = figures["sizes"]
         bars = [
-            (f"{name}\ntorchenv", [(layer["step"], layer["uncompressed"]) for layer in size["layers"]]),
+            # Layers under 1 MB (the app, metadata) would only crowd the legend.
+            (f"{name}\ntorchenv", [(layer["step"], layer["uncompressed"]) for layer in size["layers"] if layer["uncompressed"] >= 1e6]),
             (f"{name}\nnaive", [("naive image (one stage)", size["naive_image"])]),
-            (f"{name}\npushed gzip", [("compressed as pushed", size["gzip"])]),
+            (f"{name}\npushed gzip", [("pushed with gzip (--compression gzip)", size["gzip"])]),
             (f"{name}\nnaive gzip", [("naive, compressed as pushed", size["naive_gzip"])]),
         ]
         if size.get("zstd"):
-            bars.append((f"{name}\npushed zstd", [("compressed as pushed (zstd 19)", size["zstd"])]))
+            bars.append((f"{name}\npushed zstd", [("pushed with zstd 19 (the default)", size["zstd"])]))
         for label, parts in bars:
             bottom = 0.0
             for part, value in parts:
-                colour = LAYER_COLOURS.get(part, "#59a14f" if "app" in part else "#bab0ac" if "naive" in part else "#76b7b2")
+                colour = LAYER_COLOURS.get(part, "#bab0ac" if "naive" in part else "#76b7b2" if "gzip" in part else "#b07aa1")
                 axis.bar(position, value / GB, bottom=bottom, color=colour, label=None if part in seen else part, width=0.8)
                 seen.add(part)
                 bottom += value / GB
