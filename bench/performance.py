@@ -251,7 +251,9 @@ def host_venv(variant: Variant, lock: Lock, settings: Settings) -> tuple[Path, d
     download = timed(lambda: run(*pip, env=env))
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     python = f"python{variant.python}" if shutil.which(f"python{variant.python}") else sys.executable
-    run(uv, "venv", "--quiet", "--python", python, str(venv))
+    # Seeded like the image's venv (pip, setuptools): torch 2.1 falls back to setuptools'
+    # pkg_resources when the lock has no `packaging`.
+    run(python, "-m", "venv", str(venv))
     install_command = [uv, "pip", "install", "--quiet", "--offline", "--no-deps", "--no-index", "--find-links", str(wheels)]
     install_command += ["--python", str(venv / "bin" / "python"), "--compile-bytecode", "-r", str(lock.path)]
     install = timed(lambda: run(*install_command))
