@@ -38,7 +38,8 @@ class VariantProgress:
         if name and name not in self.started:
             self.started[name] = time.monotonic()
             order = list(self.totals).index(name) + 1
-            self.console.print(f"[bold]torchenv tests:[/] {name}: {self.totals[name]} tests (variant {order} of {len(self.totals)})")
+            # A line of its own: pytest may be in the middle of a row of dots.
+            self.console.print(f"\n[bold]torchenv tests:[/] {name}: {self.totals[name]} tests (variant {order} of {len(self.totals)})")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = self.names.get(report.nodeid)
@@ -61,4 +62,5 @@ class VariantProgress:
             counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(self.outcomes[name].items())) or "nothing ran"
             colour = "red" if self.outcomes[name]["failed"] else "green"
             elapsed = time.monotonic() - self.started[name]
-            self.console.print(f"[bold]torchenv tests:[/] {name} done: [{colour}]{counts}[/] in {elapsed // 60:.0f}m{elapsed % 60:02.0f}s")
+            took = f"{elapsed // 60:.0f}m{elapsed % 60:02.0f}s"
+            self.console.print(f"\n[bold]torchenv tests:[/] {name} done: [{colour}]{counts}[/] in {took}")
