@@ -21,9 +21,23 @@ from torchenv.errors import TorchenvError
 LEVEL = 19
 
 
+def host_and_port(registry: str) -> tuple[str, int | None]:
+    """ "ghcr.io/owner" -> ("ghcr.io", None); "127.0.0.1:5000" -> ("127.0.0.1", 5000);
+    "[::1]:5000" -> ("::1", 5000)."""
+    authority = registry.split("/", 1)[0]
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif authority.count(":") == 1:
+        host, _, port = authority.partition(":")
+    else:
+        host, port = authority, ""
+    return host, int(port) if port.isdigit() else None
+
+
 def is_local(registry: str) -> bool:
     """Docker talks plain HTTP to a registry on the loopback; skopeo must be told to."""
-    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") else registry
+    host, _ = host_and_port(registry)
     if host == "localhost":
         return True
     try:
@@ -43,8 +57,8 @@ def skopeo() -> str:
 
 def require_reachable(registry: str, alias: str) -> None:
     """Before saving gigabytes to an archive: does anything listen where the registry is?"""
-    host, _, port = registry.rpartition(":") if registry.count(":") == 1 else (registry, "", "")
-    address = (host or registry, int(port) if port.isdigit() else 80 if is_local(registry) else 443)
+    host, port = host_and_port(registry)
+    address = (host, port or (80 if is_local(registry) else 443))
     try:
         socket.create_connection(address, timeout=10).close()
     except OSError as error:
