@@ -35,7 +35,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from torchenv import PROJECT_ROOT, compose, engine
+from torchenv import PROJECT_ROOT, compose, engine, zstd_push
 from torchenv.base import make_base, source_date_epoch
 from torchenv.build import build_variant, image_tag, lock_for, requirements_context
 from torchenv.locks import Lock
@@ -142,19 +142,11 @@ def push_gzip(image: str, registry: str, repository: str, tag: str) -> list[int]
 
 
 def push_zstd(image: str, registry: str, repository: str, tag: str) -> list[int] | None:
-    """The same image pushed with zstd (level 19) layers; None without skopeo. Through a
-    `docker save` archive: Debian 12's skopeo speaks too old an API to read from the daemon."""
+    """The same image pushed as `invoke push` sends it by default (zstd level 19, through
+    skopeo); None without skopeo."""
     if shutil.which("skopeo") is None:
         return None
-    archive = WORK / "image.tar"
-    try:
-        engine.docker("save", "--output", str(archive), image)
-        run(
-            "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "zstd", "--dest-compress-level", "19",
-            "--format", "oci", f"docker-archive:{archive}", f"docker://{registry}/{repository}:{tag}",
-        )  # fmt: skip
-    finally:
-        archive.unlink(missing_ok=True)
+    zstd_push.push(engine.image_id(image) or image, [f"{registry}/{repository}:{tag}"], registry, WORK)
     return pushed_layers(registry, repository, tag)
 
 
