@@ -18,12 +18,16 @@ from typing import Any
 
 from invoke import Collection, Context, task
 
-from torchenv import PROJECT_ROOT, compose, engine, listing, locks, progress, registry
-from torchenv.build import build_variant, image_tag
+from torchenv import PROJECT_ROOT
+from torchenv.commands import listing, progress
 from torchenv.errors import TorchenvError
-from torchenv.matrix import Matrix, Variant, load_matrix
-from torchenv.repro import reproduce
-from torchenv.settings import Settings
+from torchenv.model.matrix import Matrix, Variant, load_matrix
+from torchenv.model.settings import Settings
+from torchenv.pipeline import compose, publish, run
+from torchenv.pipeline.build import build_variant, image_tag
+from torchenv.pipeline.clean import clean as clean_torchenv
+from torchenv.pipeline.lock import lock_targets, lock_variants
+from torchenv.pipeline.repro import reproduce
 
 
 def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,7 +104,7 @@ def build(
     if allow_unlocked:
         settings = dataclasses.replace(settings, allow_unlocked=True)
     for entry in progress.per_variant(variants, "building"):
-        if pull_first and (reference := registry.pull_first(entry, matrix, settings)):
+        if pull_first and (reference := publish.pull_first(entry, matrix, settings)):
             print(f"torchenv: {entry.name}: pulled the prebuilt {reference} (its lock matches); nothing was built")
             continue
         if pull_first:
@@ -120,10 +124,7 @@ def build(
 def lock(c: Context, variant: str | None = None, all: bool = False, platform: str = "") -> None:
     """Resolve a variant's full dependency set with uv into images/locks/<variant>[-<arch>].txt (hash-locked)."""
     settings, matrix, variants = chosen(c, variant, all, platform)
-    if not platform:  # every platform of the chosen variants
-        names = {entry.name for entry in variants}
-        variants = [entry for entry in matrix.every_build() if entry.name in names]
-    for line in locks.lock_variants(variants, settings):
+    for line in lock_variants(lock_targets(matrix, variants, platform or None), settings):
         print(f"torchenv: {line}")
 
 
@@ -133,8 +134,8 @@ def repro(c: Context, variant: str | None = None, platform: str = "") -> None:
     """Build the base and a variant twice from scratch; print "identical: <image id>" or what differs."""
     settings, _, (entry,) = chosen(c, variant, platform=platform)
     report = reproduce(entry, settings)
-    print("\n".join(report))
-    if any("DIFFERENT" in line for line in report):
+    print("\n".join(report.lines()))
+    if not report.identical:
         raise TorchenvError(f"{entry.name} is not reproducible: the two builds differ (see above)")
 
 
@@ -151,14 +152,13 @@ def push(c: Context, registry_: str = "", variant: str | None = None, all: bool 
     """Push tested images with all their tags; record their digests in images/digests.json."""
     if not registry_:
         raise TorchenvError("say where to push: invoke push --registry HOST[:PORT] (log in first with docker login)")
-    if compression not in registry.COMPRESSIONS:
-        raise TorchenvError(f"unknown layer compression {compression!r}; use --compression zstd (Docker 23 and later) or gzip (any client)")
+    publish.require_compression(compression)
     settings, matrix, variants = chosen(c, variant, all)
     for entry in variants:
-        record = registry.push(entry.name, matrix, settings, registry_, compression)
+        record = publish.push(entry.name, matrix, settings, registry_, compression)
         print(
-            f"torchenv: pushed {entry.name} ({compression} layers) as {record['repository']}@{record['digest']} "
-            f"({', '.join(record['tags'])}; {', '.join(record['platforms'])})"
+            f"torchenv: pushed {entry.name} ({compression} layers) as {record.repository}@{record.digest} "
+            f"({', '.join(record.tags)}; {', '.join(record.platforms)})"
         )
 
 
@@ -167,19 +167,13 @@ def push(c: Context, registry_: str = "", variant: str | None = None, all: bool 
 def pull(c: Context, variant: str | None = None, registry_: str = "", platform: str = "") -> None:
     """Pull a variant's pushed image (for this host's platform) by digest, check it against the matrix and lock, tag it."""
     settings, matrix, (entry,) = chosen(c, variant, platform=platform)
-    reference = registry.pull(entry, matrix, settings, registry_ or None)
+    reference = publish.pull(entry, matrix, settings, registry_ or None)
     print(f"torchenv: pulled {reference}; it matches the matrix and lock and is tagged {image_tag(entry, settings)}")
 
 
 def run_in_image(c: Context, variant: str | None, platform: str, command: list[str], interactive: bool = False) -> None:
     settings, _, (entry,) = chosen(c, variant, platform=platform)
-    tag = image_tag(entry, settings)
-    if not engine.image_id(tag):
-        raise TorchenvError(f"no image {tag} yet; build it first: invoke build --variant {entry.name} --platform {entry.platform}")
-    compose.prepare()
-    extra = ["--user", f"{os.getuid()}:{os.getgid()}", "--volume", f"{compose.OUT_DIR}:/out"] + (["-it"] if interactive else [])
-    args = engine.run_args(tag, command, extra=extra, platform=entry.platform)
-    sys.exit(subprocess.run(["docker", *args]).returncode)
+    sys.exit(run.run_in_image(entry, settings, command, interactive))
 
 
 @task(help={"variant": "variant to run (default: the matrix's default)", "platform": PLATFORM_HELP})
@@ -229,13 +223,7 @@ def test(c: Context, variant: str | None = None, all: bool = False, unit: bool =
 def demo(c: Context) -> None:
     """Build the default variant, then `docker compose run` verify and train."""
     settings, matrix, (entry,) = chosen(c, None)
-    build_variant(entry, matrix, settings)
-    compose.prepare()
-    env = {**os.environ, **compose.user_environment()}
-    for service in ("verify", "train"):
-        if subprocess.run(["docker", "compose", "run", "--rm", service], cwd=PROJECT_ROOT, env=env).returncode != 0:
-            raise TorchenvError(f"docker compose run {service} failed (output above)")
-    print(f"torchenv: demo done; metrics and checkpoint are in {compose.OUT_DIR}")
+    run.demo(entry, matrix, settings)
 
 
 @task(
@@ -257,28 +245,15 @@ def bench(c: Context, variants: str = "cu117,cu121", cold: bool = False) -> None
 @one_line_errors
 def report(c: Context, folder: str = "docs/performance") -> None:
     """Write the latest bench results as a Markdown table and a PNG chart of size per variant and layer."""
-    from bench import report as bench_report
-
-    try:
-        written = bench_report.write(PROJECT_ROOT / folder)
-    except FileNotFoundError as error:
-        raise TorchenvError(str(error)) from None
-    print(f"torchenv: wrote {', '.join(str(path.relative_to(PROJECT_ROOT)) for path in written)}")
+    sys.exit(subprocess.run([sys.executable, "-m", "bench.report", "--folder", folder], cwd=PROJECT_ROOT).returncode)
 
 
 @task
 @one_line_errors
 def clean(c: Context) -> None:
     """Remove torchenv's images and its build cache (nothing else of Docker's)."""
-    settings = settings_of(c)
-    images = engine.image_ids("label=io.torchenv.variant") | engine.image_ids("label=io.torchenv.base")
-    images |= engine.image_ids(f"reference={settings.image_name}")
-    for image in sorted(images):
-        engine.docker("image", "rm", "--force", image)
-    records = engine.build_cache_ids("torchenv")
-    for record in records:
-        engine.prune_build_cache(record)
-    print(f"torchenv: removed {len(images)} images and {len(records)} build cache records")
+    images, records = clean_torchenv(settings_of(c))
+    print(f"torchenv: removed {images} images and {records} build cache records")
 
 
 namespace = Collection(list_, matrix, lock, build, repro, push, pull, verify, train, shell, test, demo, bench, report, clean)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 
 from bench.performance import compose_verify, image_size, rebuilds
-from torchenv import compose
-from torchenv.build import image_tag
-from torchenv.matrix import load_matrix
-from torchenv.settings import Settings
+from torchenv.model.matrix import load_matrix
+from torchenv.model.settings import Settings
+from torchenv.pipeline import compose
+from torchenv.pipeline.build import image_tag
 
 
 def main() -> None:

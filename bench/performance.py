@@ -35,12 +35,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from torchenv import PROJECT_ROOT, compose, engine, zstd_push
-from torchenv.base import make_base, source_date_epoch
-from torchenv.build import build_variant, image_tag, lock_for, requirements_context
-from torchenv.locks import Lock
-from torchenv.matrix import Matrix, Variant, load_matrix
-from torchenv.settings import Settings
+from torchenv import PROJECT_ROOT, engine
+from torchenv.engine import BuildRequest
+from torchenv.locking.locks import Lock
+from torchenv.model.matrix import Matrix, Variant, load_matrix
+from torchenv.model.settings import Settings
+from torchenv.pipeline import compose, zstd_push
+from torchenv.pipeline.base import make_base, source_date_epoch
+from torchenv.pipeline.build import build_variant, image_tag, lock_for, requirements_context
 
 RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 WORK = PROJECT_ROOT / "bench" / ".work"
@@ -84,23 +86,30 @@ def run(*command: str, env: dict[str, str] | None = None) -> str:
 def naive_image(variant: Variant, settings: Settings, lock: Lock | None) -> str:
     """bench/naive built for VARIANT on a Debian base with Python only."""
     base = f"torchenv-bench-naive:base-{source_date_epoch()}"
-    if engine.image_id(base) is None:
+    if engine.get().image_id(base) is None:
         make_base("bookworm", settings, base, packages=NAIVE_PACKAGES)
     tag = f"torchenv-bench-naive:{variant.name}"
-    command = ["docker", "buildx", "build", "--file", str(NAIVE_DOCKERFILE), "--tag", tag, "--build-arg", f"BASE_IMAGE={base}"]
-    command += ["--build-context", f"requirements={requirements_context(variant, settings, lock)}"]
-    if ca_bundle := settings.ca_bundle_path():
-        command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
-    run(*command, str(NAIVE_DOCKERFILE.parent))
+    ca_bundle = settings.ca_bundle_path()
+    request = BuildRequest(
+        context=NAIVE_DOCKERFILE.parent,
+        dockerfile=NAIVE_DOCKERFILE,
+        platform=variant.platform,
+        build_args={"BASE_IMAGE": base},
+        contexts={"requirements": requirements_context(variant, settings, lock)},
+        secrets={"ca-bundle": ca_bundle} if ca_bundle else {},
+        tags=(tag,),
+    )
+    if engine.get().build(request, echo=False).image_id is None:
+        raise RuntimeError(f"the naive image for {variant.name} did not build (see {WORK / 'bench.log'})")
     return tag
 
 
 def image_size(reference: str) -> int:
-    return int(engine.docker("image", "inspect", "--format", "{{.Size}}", reference).stdout)
+    return engine.get().require_image(reference).size
 
 
 def venv_size(image: str) -> int:
-    return int(engine.docker(*engine.run_args(image, ["du", "-sb", "/opt/venv"])).stdout.split()[0])
+    return int(engine.get().output_of(image, ["du", "-sb", "/opt/venv"]).split()[0])
 
 
 @contextlib.contextmanager
@@ -133,11 +142,11 @@ def pushed_layers(registry: str, repository: str, tag: str) -> list[int]:
 
 def push_gzip(image: str, registry: str, repository: str, tag: str) -> list[int]:
     alias = f"{registry}/{repository}:{tag}"
-    engine.tag(image, alias)
+    engine.get().tag(image, alias)
     try:
-        engine.docker("push", "--quiet", alias)
+        engine.get().push(alias)
     finally:
-        engine.docker("image", "rm", alias, check=False)
+        engine.get().remove_image(alias)
     return pushed_layers(registry, repository, tag)
 
 
@@ -146,17 +155,14 @@ def push_zstd(image: str, registry: str, repository: str, tag: str) -> list[int]
     skopeo); None without skopeo."""
     if shutil.which("skopeo") is None:
         return None
-    zstd_push.push(engine.image_id(image) or image, [f"{registry}/{repository}:{tag}"], registry, WORK)
+    zstd_push.push(engine.get().image_id(image) or image, [f"{registry}/{repository}:{tag}"], registry, WORK)
     return pushed_layers(registry, repository, tag)
 
 
 def layer_steps(image: str) -> list[tuple[str, int]]:
     """(what made it, uncompressed bytes) per layer, bottom first."""
-    history = engine.docker("history", "--no-trunc", "--human=false", "--format", "{{json .}}", image).stdout.splitlines()
     steps = []
-    for line in reversed(history):
-        entry = json.loads(line)
-        size, created = int(entry["Size"]), entry["CreatedBy"]
+    for created, size in reversed(engine.get().history(image)):
         if size == 0 and not any(word in created for word in ("ADD", "COPY", "RUN", "WORKDIR")):
             continue  # metadata only (ENV, LABEL, ...): no layer
         steps.append((describe(created), size))
@@ -195,7 +201,7 @@ def sizes(variant: Variant, settings: Settings, lock: Lock | None) -> dict[str, 
             # The naive image holds the locked wheels as installed, untrimmed.
             wheels_installed = venv_size(naive)
         finally:
-            engine.docker("image", "rm", naive, check=False)
+            engine.get().remove_image(naive)
     steps = layer_steps(ours)
     if len(steps) != len(ours_gzip):  # history and layers disagree: name them by position
         steps = [(f"layer {index}", 0) for index in range(len(ours_gzip))]
@@ -256,9 +262,10 @@ def host_venv(variant: Variant, lock: Lock, settings: Settings) -> tuple[Path, d
 def cold_build(variant: Variant, matrix: Matrix, settings: Settings) -> float:
     """With no downloaded wheel at hand and every step run again (--no-cache); the base
     image stays, as the floor does not make one either."""
-    for record in engine.build_cache_ids(UV_CACHE_MOUNT):
-        engine.prune_build_cache(record)
-    if engine.build_cache_ids(UV_CACHE_MOUNT):
+    docker = engine.get()
+    for record in docker.build_cache_ids(UV_CACHE_MOUNT):
+        docker.prune_build_cache(record)
+    if docker.build_cache_ids(UV_CACHE_MOUNT):
         raise RuntimeError("the wheel cache is still there (in use?); a cold build cannot be measured")
     return timed(lambda: quiet(lambda: build_variant(variant, matrix, settings, no_cache=True)))
 
@@ -267,13 +274,16 @@ def cold_build(variant: Variant, matrix: Matrix, settings: Settings) -> float:
 
 
 def compose_verify(variant: Variant) -> float:
-    env = {**os.environ, **compose.user_environment(), "TORCHENV_VARIANT": variant.local_name}
-    command = ["docker", "compose", "run", "--rm", "verify"]
-    return min(timed(lambda: subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True)) for _ in range(3))
+    def verify() -> None:
+        result = compose.compose(PROJECT_ROOT, "run", "--rm", "verify", TORCHENV_VARIANT=variant.local_name)
+        if result.returncode != 0:
+            raise RuntimeError(f"docker compose run verify failed: {result.stderr.strip()[-300:]}")
+
+    return min(timed(verify) for _ in range(3))
 
 
 def container_python(image: str, *args: str) -> str:
-    return engine.docker(*engine.run_args(image, ["python", *args])).stdout
+    return engine.get().output_of(image, ["python", *args])
 
 
 def host_python(venv: Path, *args: str, check: bool = True) -> str:
@@ -308,7 +318,7 @@ def run_times(variant: Variant, settings: Settings, venv: Path) -> dict[str, flo
     def in_container() -> float:
         # Throughput only: train's own loss criterion (exit 3) does not matter here.
         script = f"train {' '.join(TRAIN_ARGS)} --out /tmp/bench >/dev/null; {show.format(out='/tmp/bench')}"
-        return throughput(engine.docker(*engine.run_args(image, ["sh", "-c", script])).stdout)
+        return throughput(engine.get().output_of(image, ["sh", "-c", script]))
 
     def on_host() -> float:
         with tempfile.TemporaryDirectory(dir=WORK) as out:

@@ -3,11 +3,14 @@ image size per variant and layer (matplotlib), written into one folder."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from bench.performance import GB, RESULTS, markdown
+from torchenv import PROJECT_ROOT
 
 # Stacked from the bottom, in the order the layers are made.
 LAYER_COLOURS = {
@@ -85,3 +88,19 @@ def write(folder: Path, results_file: Path = RESULTS) -> list[Path]:
     )
     chart(results, png)
     return [table, png]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write the latest bench results as report.md and sizes.png.")
+    parser.add_argument("--folder", default="docs/performance", help="where report.md and sizes.png go")
+    args = parser.parse_args()
+    try:
+        written = write(PROJECT_ROOT / args.folder)
+    except FileNotFoundError as error:
+        print(f"torchenv: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"torchenv: wrote {', '.join(str(path.relative_to(PROJECT_ROOT)) for path in written)}")
+
+
+if __name__ == "__main__":
+    main()

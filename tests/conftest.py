@@ -1,8 +1,31 @@
-"""Options shared by every test group, and progress per variant."""
+"""Options shared by every test group, the test tiers, the skip policy, and progress per variant.
+
+Tiers are markers given by a test's folder (TIERS); `-m unit` runs the unit tier, which
+needs neither Docker nor the network. A skip counts only for a reason in tests/skips.py:
+any other skip fails the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
+from . import skips
+from .canaries import plant_registry_login
 from .progress import VariantProgress
+
+HERE = Path(__file__).parent
+# folder -> markers: what a test there needs.
+TIERS = {
+    "unit": ("unit",),
+    "cli": ("docker", "network"),
+    "base": ("docker", "network"),
+    "images": ("docker", "image", "network"),
+    "locks": ("docker", "image", "network"),
+    "registry": ("docker", "image", "registry"),
+    "network": ("network",),
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -11,7 +34,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
         help="comma-separated variants whose images tests/images builds and checks (default: every variant in the matrix)",
     )
+    parser.addoption(
+        "--image",
+        action="append",
+        default=[],
+        help="test this existing image (a tag or ID; repeatable) instead of building the variants: nothing is built or downloaded",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(VariantProgress(), "torchenv-variant-progress")
+    if not config.option.markexpr == "unit":
+        plant_registry_login(Path(config.rootpath) / "build" / "test-docker-config")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(item.path).relative_to(HERE).parts[0]
+        for marker in TIERS.get(folder, ()):
+            item.add_marker(marker)
+        if "gpu" in item.keywords and "unit" in item.keywords:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test cannot need a GPU")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A skip for a reason tests/skips.py does not allow fails the test."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not skips.is_allowed(reason):
+            report.outcome = "failed"
+            report.longrepr = f"unexpected skip (only {', '.join(skips.ALLOWED)} may skip): {reason}"
+    return report

@@ -25,8 +25,8 @@ class VariantProgress:
     @staticmethod
     def variant_of(item: pytest.Item) -> str | None:
         callspec = getattr(item, "callspec", None)
-        variant = callspec.params.get("variant") if callspec else None
-        return getattr(variant, "build_name", None)
+        under_test = callspec.params.get("under_test") if callspec else None
+        return getattr(under_test, "id", None)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import IO
+
+from torchenv import engine
 
 # Each pattern with a literal that every match contains: a cheap `in` test first keeps
 # the regex off the gigabytes of binaries that cannot match.
@@ -53,11 +54,8 @@ def is_known(where: str, text: bytes) -> bool:
 
 
 def scan_saved_image(image: str, needles: list[bytes]) -> ScanResult:
-    with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
-        assert save.stdout is not None
-        result = scan_archive(save.stdout, needles)
-    assert save.returncode == 0, f"docker save {image} failed"
-    return result
+    with engine.get().saved(image) as stream:
+        return scan_archive(stream, needles)
 
 
 def scan_archive(stream: IO[bytes], needles: list[bytes]) -> ScanResult:

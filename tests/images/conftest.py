@@ -1,10 +1,10 @@
 """Fixtures for the image tests: each selected variant is built once by the same code as
-`invoke build`, and checked from inside a real, tracked container with testinfra."""
+`invoke build` (or, with `--image REF`, an existing image is taken as it is), and checked
+from inside a real, tracked container with testinfra."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,16 +12,28 @@ from dataclasses import dataclass
 import pytest
 import testinfra
 
-from torchenv import engine, testrecords, wheels
-from torchenv.build import build_variant
+from torchenv import engine
+from torchenv.engine import RunOptions
 from torchenv.errors import TorchenvError
-from torchenv.matrix import Matrix, Variant, load_matrix
-from torchenv.settings import Settings
+from torchenv.locking import wheels
+from torchenv.model.matrix import Matrix, Variant, load_matrix
+from torchenv.model.names import Label
+from torchenv.model.settings import Settings
+from torchenv.pipeline import testrecords
+from torchenv.pipeline.build import build_variant, image_tag
+
+from .. import skips
+from ..canaries import settings_with_test_ca
+
+# Containers are started without GPUs unless the GPU CI job asks for them.
+GPUS = os.environ.get("TORCHENV_TEST_GPUS") or None
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    return Settings.load()
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The real settings, with a CA bundle that also holds a generated test CA: the
+    CA-leak scan always has something of its own to look for."""
+    return settings_with_test_ca(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(scope="session")
@@ -29,34 +41,85 @@ def matrix(settings: Settings) -> Matrix:
     return load_matrix(settings.matrix)
 
 
+@dataclass(frozen=True)
+class ImageUnderTest:
+    """A variant's build and, when given with --image, the image to test instead of a build."""
+
+    variant: Variant
+    reference: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.variant.build_name + (f"@{self.reference}" if self.reference else "")
+
+
+def given_images(config: pytest.Config, matrix: Matrix) -> list[ImageUnderTest]:
+    """--image REF: each image's variant and platform come from the image itself (its labels)."""
+    found = []
+    for reference in config.getoption("--image") or []:
+        facts = engine.get().image(reference)
+        if facts is None:
+            raise pytest.UsageError(f"--image {reference}: no such image in the engine; pull or build it first")
+        name = facts.labels.get(Label.VARIANT)
+        if not name:
+            raise pytest.UsageError(f"--image {reference}: not a torchenv image (no {Label.VARIANT} label)")
+        found.append(ImageUnderTest(matrix.get(name, facts.platform), reference))
+    return found
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "variant" in metafunc.fixturenames:
-        matrix = load_matrix(Settings.load().matrix)
+    if "under_test" not in metafunc.fixturenames:
+        return
+    matrix = load_matrix(Settings.load().matrix)
+    under_test = given_images(metafunc.config, matrix)
+    if not under_test:
         chosen = metafunc.config.getoption("--variants")
         names = [name.strip() for name in chosen.split(",") if name.strip()] if chosen else list(matrix.variants)
         for name in names:
             matrix.get(name)  # an unknown name fails here, in one line
         # Every platform of each variant: the arm64 cpu image runs emulated on an amd64 host.
-        builds = [variant for variant in matrix.every_build() if variant.name in names]
-        metafunc.parametrize("variant", builds, ids=[variant.build_name for variant in builds], scope="session")
+        under_test = [ImageUnderTest(variant) for variant in matrix.every_build() if variant.name in names]
+    # A test marked for CUDA variants (or for bases made here) is not collected for the
+    # others: there is nothing for it to check there, and a skip would not be a pass.
+    if metafunc.definition.get_closest_marker("cuda_only"):
+        under_test = [entry for entry in under_test if entry.variant.is_cuda]
+    if metafunc.definition.get_closest_marker("mmdebstrap_base"):
+        under_test = [entry for entry in under_test if entry.variant.debian_suite]
+    metafunc.parametrize("under_test", under_test, ids=[entry.id for entry in under_test], scope="session")
 
 
 @pytest.fixture(scope="session")
-def image(variant: Variant, matrix: Matrix, settings: Settings) -> str:
-    """The variant's tag, built (or found in the build cache) through torchenv.build."""
+def variant(under_test: ImageUnderTest) -> Variant:
+    return under_test.variant
+
+
+@pytest.fixture(scope="session")
+def image(under_test: ImageUnderTest, matrix: Matrix, settings: Settings) -> str:
+    """The image to test: the one given with --image, or the variant's tag, built (or found
+    in the build cache) through torchenv.pipeline.build."""
+    variant = under_test.variant
+    if under_test.reference:
+        return under_test.reference
+    if variant.pytorch_channel is not None and not settings.pytorch_index:
+        tag = image_tag(variant, settings)
+        if engine.get().image_id(tag) is None:
+            skips.not_configured(f"{variant.name}'s wheels come from the PyTorch index, TORCHENV_PYTORCH_INDEX is not set, {tag} is absent")
+        return tag  # built before, tested as it is: nothing to reach
     try:
         wheels.require_reachable(variant, settings)
     except TorchenvError as error:
-        pytest.skip(f"cannot build {variant.name} here: {error}")
+        pytest.fail(f"cannot build {variant.name}: {error}", pytrace=False)
     return build_variant(variant, matrix, settings)
 
 
 @dataclass
 class TrackedContainer:
-    """A container that is always removed, whatever the test did."""
+    """A container that is always removed, whatever the test did. `host` runs commands as
+    the image's user, `root` as root (for looking through the whole filesystem)."""
 
     id: str
     host: testinfra.host.Host
+    root: testinfra.host.Host
 
     def python(self, code: str) -> str:
         return self.host.check_output(f"python -c '{code}'")
@@ -64,27 +127,25 @@ class TrackedContainer:
 
 @pytest.fixture(scope="session")
 def container(image: str, variant: Variant) -> Iterator[TrackedContainer]:
-    name = f"torchenv-test-{uuid.uuid4().hex[:8]}"
-    extra = ["--detach", "--name", name, "--label", "io.torchenv.test=1"]
-    if gpus := os.environ.get("TORCHENV_TEST_GPUS"):  # the GPU CI job: TORCHENV_TEST_GPUS=all
-        extra += ["--gpus", gpus]
-    args = engine.run_args(image, ["sleep", "infinity"], extra=extra, platform=variant.platform)
-    args.remove("--rm")
-    container_id = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+    options = RunOptions(platform=variant.platform, name=f"torchenv-test-{uuid.uuid4().hex[:8]}", labels={Label.TEST: "1"}, gpus=GPUS)
+    container_id = engine.get().start(image, ["sleep", "infinity"], options)
     try:
-        yield TrackedContainer(container_id, testinfra.get_host(f"docker://{container_id}"))
+        yield TrackedContainer(
+            container_id, testinfra.get_host(f"docker://{container_id}"), testinfra.get_host(f"docker://root@{container_id}")
+        )
     finally:
-        subprocess.run(["docker", "rm", "--force", container_id], capture_output=True)
+        engine.get().remove_container(container_id)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
-    """Each image test's outcome goes into the image's test record (`invoke push` needs one
-    with passes and no failure)."""
+    """Each image test's outcome goes into the image's test record: `invoke push` needs one
+    in which every test passed (a skip is recorded as a skip, never as a pass)."""
     report = yield
-    image_tag = getattr(item, "funcargs", {}).get("image")
-    if image_tag and (report.when == "call" or report.failed):
-        image_id = engine.image_id(image_tag)
+    reference = getattr(item, "funcargs", {}).get("image")
+    if reference and (report.when == "call" or report.failed or report.skipped):
+        image_id = engine.get().image_id(reference)
         if image_id:
-            testrecords.add_result(image_id, Settings.load(), item.nodeid, passed=report.passed or report.skipped)
+            outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
+            testrecords.add_result(image_id, Settings.load(), item.nodeid, outcome)
     return report

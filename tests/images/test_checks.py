@@ -4,26 +4,29 @@ and train's distinct exit codes, each run in the real image."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from torchenv import PROJECT_ROOT, engine
-from torchenv.matrix import Variant
+from torchenv.engine import RunOptions, RunResult
+from torchenv.model.matrix import Variant
+from torchenv.model.settings import Settings
+from torchenv.pipeline.base import base_reference
 
 from .conftest import TrackedContainer
 
 
 def run_in(
-    image: str, *command: str, env: dict[str, str] | None = None, mounts: tuple[str, ...] = (), platform: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    extra = [flag for key, value in (env or {}).items() for flag in ("--env", f"{key}={value}")]
-    extra += [flag for mount in mounts for flag in ("--volume", mount)]
-    args = engine.run_args(image, list(command), extra=extra, platform=platform)
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
+    image: str,
+    *command: str,
+    env: dict[str, str] | None = None,
+    mounts: dict[str, tuple[str, str]] | None = None,
+    platform: str | None = None,
+) -> RunResult:
+    return engine.get().run(image, command, RunOptions(platform=platform, environment=env or {}, volumes=mounts or {}))
 
 
-def gate(image: str, variant: Variant, **overrides: str) -> subprocess.CompletedProcess[str]:
+def gate(image: str, variant: Variant, **overrides: str) -> RunResult:
     expected = {
         "VARIANT": variant.name,
         "TORCH_VERSION": variant.torch,
@@ -33,30 +36,31 @@ def gate(image: str, variant: Variant, **overrides: str) -> subprocess.Completed
         **overrides,
     }
     script = PROJECT_ROOT / "docker" / "build" / "check_venv.py"
-    return run_in(image, "python", "/check_venv.py", env=expected, mounts=(f"{script}:/check_venv.py:ro",), platform=variant.platform)
+    return run_in(
+        image, "python", "/check_venv.py", env=expected, mounts={str(script): ("/check_venv.py", "ro")}, platform=variant.platform
+    )
 
 
 def test_build_gate_accepts_the_matrix_build(image: str, variant: Variant) -> None:
     result = gate(image, variant)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
 
 
 def test_build_gate_refuses_a_cpu_only_expectation_mismatch(image: str, variant: Variant) -> None:
-    wrong = "none" if variant.cuda != "none" else "12.1"
+    wrong = "none" if variant.is_cuda else "12.1"
     result = gate(image, variant, CUDA_VERSION=wrong)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert result.stderr.strip().startswith(f"torchenv: error: variant {variant.name}: ")
 
 
 def test_build_gate_refuses_another_torch_version(image: str, variant: Variant) -> None:
     result = gate(image, variant, TORCH_VERSION="9.9.9")
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert f"torch is {variant.torch}, the matrix says 9.9.9" in result.stderr
 
 
+@pytest.mark.cuda_only
 def test_verify_names_the_minimum_for_a_too_old_driver(container: TrackedContainer, variant: Variant) -> None:
-    if variant.min_driver is None:
-        pytest.skip("a CPU-only variant has no driver minimum")
     code = (
         'from torchenv_app import gpu, verify; gpu.driver_version = lambda: \\"418.40.04\\"; '
         'c = verify.check_gpu(); print(c.status + \\"|\\" + c.detail)'
@@ -83,21 +87,19 @@ def test_train_fails_with_a_distinct_code(container: TrackedContainer, arguments
     assert message in result.stderr
 
 
-def test_layers_share_the_base_and_end_with_the_app(image: str, variant: Variant) -> None:
+def test_layers_share_the_base_and_end_with_the_app(image: str, variant: Variant, settings: Settings) -> None:
     """Every variant starts with the base's layers; the app code is the last layer, so
     editing it rebuilds nothing beneath."""
-    from torchenv.build import base_image_for
-    from torchenv.settings import Settings
-
-    def layers(reference: str) -> list[str]:
-        return engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", reference).stdout.strip().strip("[]").split(",")
-
-    base = layers(base_image_for(variant, Settings.load()))
-    mine = layers(image)
-    assert mine[: len(base)] == base
-    history = engine.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout.splitlines()
-    layer_steps = [step for step in history if "COPY" in step or "RUN" in step or "ADD" in step]
+    docker = engine.get()
+    mine = docker.require_image(image).layers
+    suite = variant.debian_suite
+    base = docker.image(base_reference(suite, settings, variant.platform) if suite else variant.base)
+    if base is not None:  # a pulled image (--image) is tested without its base at hand
+        assert mine[: len(base.layers)] == base.layers
+    layer_steps = [step for step, _ in docker.history(image) if "COPY" in step or "RUN" in step or "ADD" in step]  # newest first
     assert "docker/app" in layer_steps[0] or "/opt/torchenv" in layer_steps[0], layer_steps[0]
+    if suite:  # the first layer is mmdebstrap's root filesystem
+        assert "rootfs.tar" in layer_steps[-1], layer_steps[-1]
 
 
 def test_train_resumes_from_its_checkpoint(container: TrackedContainer) -> None:

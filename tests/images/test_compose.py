@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from torchenv.matrix import Variant
+from torchenv.model.matrix import Variant
 
 from ..helpers import compose_run
 

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from torchenv.matrix import Variant
+from torchenv.model.matrix import Variant
 
 from ..helpers import compose_command, compose_run
 from .conftest import TrackedContainer

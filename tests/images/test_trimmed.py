@@ -6,7 +6,7 @@ of their own."""
 from __future__ import annotations
 
 from torchenv import engine
-from torchenv.matrix import Variant
+from torchenv.model.matrix import Variant
 
 from .conftest import TrackedContainer
 
@@ -43,12 +43,11 @@ def test_dependency_test_suites_are_gone_but_torch_testing_stays(container: Trac
 
 
 def test_the_nvidia_libraries_are_a_layer_of_their_own(image: str, variant: Variant) -> None:
-    history = engine.docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", image)
-    steps = [line.split("\t", 1) for line in history.stdout.splitlines()]
-    installs = [int(size) for size, created in steps if "install.sh" in created]
+    steps = engine.get().history(image)
+    installs = [size for created, size in steps if "install.sh" in created]
     assert len(installs) == 2, steps
     torch_layer, nvidia_layer = installs  # history lists the newest first
-    if variant.cuda == "none":
+    if not variant.is_cuda:
         # The first layer holds only the venv itself (python3 -m venv: pip), no libraries.
         assert nvidia_layer < 50_000_000, installs
     else:

@@ -14,4 +14,4 @@ from torchenv import engine
 @pytest.fixture(scope="package", autouse=True)
 def release_duplicated_build_cache() -> Iterator[None]:
     yield
-    engine.docker("builder", "prune", "--force", check=False)
+    engine.get().prune_build_cache()

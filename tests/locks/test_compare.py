@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from torchenv import engine
-from torchenv.base import ensure_base
-from torchenv.repro import compare
-from torchenv.settings import Settings
+from torchenv.engine import BuildRequest
+from torchenv.model import platforms
+from torchenv.model.settings import Settings
+from torchenv.pipeline.base import ensure_base
+from torchenv.pipeline.repro import compare
 
 
 @pytest.fixture
-def two_images() -> Iterator[tuple[str, str]]:
+def two_images(tmp_path: Path) -> Iterator[tuple[str, str]]:
     base = ensure_base("bookworm", Settings.load())
     names = []
     for content in ("one", "two"):
         name = f"torchenv-test-compare:{uuid.uuid4().hex[:8]}"
-        dockerfile = f"FROM {base}\nRUN echo {content} > /srv/marker && touch -d @1700000000 /srv /srv/marker\n"
-        subprocess.run(["docker", "build", "--quiet", "--tag", name, "-"], input=dockerfile, text=True, check=True, capture_output=True)
+        (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo {content} > /srv/marker && touch -d @1700000000 /srv /srv/marker\n")
+        built = engine.get().build(BuildRequest(context=tmp_path, platform=platforms.AMD64, tags=(name,)), echo=False)
+        assert built.image_id, "\n".join(built.tail[-20:])
         names.append(name)
     yield names[0], names[1]
     for name in names:
-        engine.docker("image", "rm", "--force", name, check=False)
+        engine.get().remove_image(name, force=True)
 
 
 def test_compare_names_the_differing_file(two_images: tuple[str, str]) -> None:

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 
 from torchenv import PROJECT_ROOT, engine
-from torchenv.build import build_variant
 from torchenv.errors import TorchenvError
-from torchenv.locks import LOCK_DIR
-from torchenv.matrix import load_matrix
-from torchenv.settings import Settings
+from torchenv.locking.locks import LOCK_DIR
+from torchenv.model.matrix import load_matrix
+from torchenv.model.names import Label
+from torchenv.model.settings import Settings
+from torchenv.pipeline.build import build_variant
 
 VARIANT = "cu117"
 
 
 def image_state() -> set[str]:
-    listing = engine.docker("image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}}@{{.ID}}").stdout
-    return set(listing.split())
+    return engine.get().references()
 
 
 def tampered_lock_dir(tmp_path: Path, package: str) -> Path:
@@ -73,7 +73,8 @@ def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_
         "TORCHENV_WORK_DIR": str(tmp_path / "work"),
     }
     command = [str(Path(sys.executable).with_name("invoke")), "build", "--variant", VARIANT]
-    records_before = set(engine.build_cache_ids(""))
+    docker = engine.get()
+    records_before = set(docker.build_cache_ids())
     try:
         build = subprocess.Popen(
             command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -86,19 +87,19 @@ def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_
                 break
         build.communicate(timeout=300)
         assert build.returncode != 0
-        assert engine.image_ids("reference=torchenv-test-sigint") == set()
+        assert docker.image_ids({"reference": "torchenv-test-sigint"}) == set()
 
         rerun = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800)
         assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
         assert re.search(r"\[torchenv-base 2/2\] RUN .*\n#\d+ CACHED", rerun.stdout + rerun.stderr), "the rerun did not reuse the cache"
-        labels = engine.image_labels(f"torchenv-test-sigint:{VARIANT}")
-        assert labels["io.torchenv.lock-sha256"] == "none: not reproducible"
+        labels = docker.require_image(f"torchenv-test-sigint:{VARIANT}").labels
+        assert labels[Label.LOCK_SHA256] == "none: not reproducible"
         assert "not reproducible: no lock for cu117" in rerun.stdout
     finally:
-        for reference in engine.image_ids("reference=torchenv-test-sigint"):
-            engine.docker("image", "rm", "--force", reference)
-        for record in engine.build_records_since(records_before):  # a torch venv is ~5 GB
-            engine.prune_build_cache(record)
+        for reference in docker.image_ids({"reference": "torchenv-test-sigint"}):
+            docker.remove_image(reference, force=True)
+        for record in docker.build_records_since(records_before):  # a torch venv is ~5 GB
+            docker.prune_build_cache(record)
 
 
 def test_repro_builds_twice_and_finds_them_identical() -> None:

@@ -16,14 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import engine, platforms, registry
-from torchenv.build import image_tag
+from torchenv import engine
 from torchenv.errors import TorchenvError
-from torchenv.locks import LOCK_DIR
-from torchenv.matrix import load_matrix
-from torchenv.settings import Settings
-from torchenv.testrecords import passed_record
+from torchenv.locking.locks import LOCK_DIR
+from torchenv.model import platforms
+from torchenv.model.matrix import load_matrix
+from torchenv.model.settings import Settings
+from torchenv.pipeline import publish
+from torchenv.pipeline.build import image_tag
+from torchenv.pipeline.tagging import published_tags
+from torchenv.pipeline.testrecords import passed_record
 
+from .. import skips
 from ..helpers import compose_run
 
 VARIANT = "cu117"
@@ -73,28 +77,28 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def tested_image(settings: Settings) -> str:
     tag = image_tag(load_matrix().get(VARIANT), settings)
-    image_id = engine.image_id(tag)
+    image_id = engine.get().image_id(tag)
     if image_id is None or passed_record(image_id, settings) is None:
-        pytest.skip(f"{tag} has not passed tests/images in this run; push needs a passing test record")
+        pytest.fail(f"{tag} has not passed every test of tests/images in this run; push needs a passing test record", pytrace=False)
     return image_id
 
 
 def image_state() -> set[str]:
-    return set(engine.docker("image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}}@{{.ID}}").stdout.split())
+    return engine.get().references()
 
 
 def test_push_refuses_an_image_without_a_passing_test_record(settings: Settings, tmp_path: Path, local_registry: str) -> None:
     untested = dataclasses.replace(settings, work_dir=tmp_path / "no-records")
     with pytest.raises(TorchenvError, match=r"has no passing test record; run `invoke test --variant cu117` first"):
-        registry.push(VARIANT, load_matrix(), untested, local_registry)
+        publish.push(VARIANT, load_matrix(), untested, local_registry)
 
 
 def content(reference: str) -> tuple[list[str], dict[str, str]]:
     """What an image is, byte for byte: its layers (uncompressed digests) and its labels.
     A zstd push re-serializes the image config as OCI, so the pulled image has the same
     content under another image ID."""
-    layers = json.loads(engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", reference).stdout)
-    return layers, engine.image_labels(reference)
+    facts = engine.get().require_image(reference)
+    return list(facts.layers), dict(facts.labels)
 
 
 def layer_types(registry_address: str, repository: str, reference: str) -> set[str]:
@@ -106,11 +110,11 @@ def layer_types(registry_address: str, repository: str, reference: str) -> set[s
         return {layer["mediaType"] for layer in json.load(response)["layers"]}
 
 
-@pytest.mark.parametrize("compression", registry.COMPRESSIONS)
+@pytest.mark.parametrize("compression", publish.COMPRESSIONS)
 def test_push_to_a_registry_that_is_down_is_one_line_and_leaves_nothing(settings: Settings, tested_image: str, compression: str) -> None:
     before = image_state()
     with pytest.raises(TorchenvError) as caught:
-        registry.push(VARIANT, load_matrix(), settings, f"127.0.0.1:{free_port()}", compression)
+        publish.push(VARIANT, load_matrix(), settings, f"127.0.0.1:{free_port()}", compression)
     message = str(caught.value)
     assert message.startswith("pushing 127.0.0.1:") and "check that the registry" in message and "\n" not in message
     assert image_state() == before
@@ -119,15 +123,15 @@ def test_push_to_a_registry_that_is_down_is_one_line_and_leaves_nothing(settings
 
 def test_pull_without_a_recorded_push_is_one_line(settings: Settings) -> None:
     with pytest.raises(TorchenvError, match=r"no pushed image of cu117 is recorded in .*digests.json; build it"):
-        registry.pull(load_matrix().get(VARIANT), load_matrix(), settings)
+        publish.pull(load_matrix().get(VARIANT), load_matrix(), settings)
 
 
 def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
     matrix = load_matrix()
     variant = matrix.get(VARIANT)
     # gzip (for clients older than Docker 23) goes through the engine's own push.
-    record = registry.push(VARIANT, matrix, settings, local_registry, "gzip")
-    assert layer_types(local_registry, settings.image_name, record["digest"]) == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    record = publish.push(VARIANT, matrix, settings, local_registry, "gzip")
+    assert layer_types(local_registry, settings.image_name, record.digest) == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
     other_locks = tmp_path / "locks"
     other_locks.mkdir()
     (other_locks / f"{VARIANT}.txt").write_text((LOCK_DIR / f"{VARIANT}.txt").read_text() + "# edited\n")
@@ -135,31 +139,32 @@ def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, teste
     with pytest.raises(
         TorchenvError, match=r"refusing .*@sha256:[0-9a-f]{64}: io.torchenv.lock-sha256 is '[0-9a-f]{64}', expected '[0-9a-f]{64}'"
     ):
-        registry.pull(variant, matrix, changed)
-    assert engine.image_id(image_tag(variant, settings)) == tested_image, "an image that was already here must stay"
-    assert registry.pull_first(variant, matrix, changed) is None
+        publish.pull(variant, matrix, changed)
+    assert engine.get().image_id(image_tag(variant, settings)) == tested_image, "an image that was already here must stay"
+    assert publish.pull_first(variant, matrix, changed) is None
 
 
 def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
     matrix = load_matrix()
     variant = matrix.get(VARIANT)
-    record = registry.push(VARIANT, matrix, settings, local_registry)
-    assert record["digest"].startswith("sha256:") and record["image_id"] == tested_image
-    assert VARIANT in record["tags"] and "latest" in record["tags"]
+    record = publish.push(VARIANT, matrix, settings, local_registry)
+    assert record.digest.startswith("sha256:") and record.platforms[variant.platform].image_id == tested_image
+    assert VARIANT in record.tags and "latest" in record.tags
     # zstd by default, under every tag (the same manifest), and no alias left locally.
-    assert record["compression"] == "zstd"
-    assert layer_types(local_registry, settings.image_name, record["digest"]) == {"application/vnd.oci.image.layer.v1.tar+zstd"}
-    assert registry.index_manifest(f"{local_registry}/{settings.image_name}:latest")["digest"] == record["digest"]
+    assert record.compression == "zstd"
+    assert layer_types(local_registry, settings.image_name, record.digest) == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    for tag in record.tags:
+        assert publish.index_manifest(f"{local_registry}/{settings.image_name}:{tag}")["digest"] == record.digest
     assert not [line for line in image_state() if line.startswith(local_registry)]
-    assert json.loads(settings.digests_file.read_text())[VARIANT]["digest"] == record["digest"]
+    assert json.loads(settings.digests_file.read_text())[VARIANT]["digest"] == record.digest
 
     # Gone locally, then back from the registry by digest, verified and tagged again: the
     # same layers and labels (a zstd push gives the config a new, OCI, serialization).
     tested_content = content(tested_image)
-    engine.docker("image", "rm", "--force", tested_image)
-    assert engine.image_id(image_tag(variant, settings)) is None
-    reference = registry.pull(variant, matrix, settings)
-    assert reference == f"{local_registry}/{settings.image_name}@{record['digest']}"
+    engine.get().remove_image(tested_image, force=True)
+    assert engine.get().image_id(image_tag(variant, settings)) is None
+    reference = publish.pull(variant, matrix, settings)
+    assert reference == f"{local_registry}/{settings.image_name}@{record.digest}"
     assert content(image_tag(variant, settings)) == tested_content
 
     # compose runs the pulled image by its registry reference.
@@ -168,7 +173,7 @@ def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_ima
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["loss_fell"] is True
 
     # A prebuilt image with the current lock is used instead of a build.
-    assert registry.pull_first(variant, matrix, settings) == reference
+    assert publish.pull_first(variant, matrix, settings) == reference
 
 
 MULTI_PLATFORM = "cpu"
@@ -176,15 +181,17 @@ MULTI_PLATFORM = "cpu"
 
 @pytest.fixture
 def tested_arm64_image(settings: Settings) -> str:
+    if not platforms.emulation_enabled(platforms.ARM64):
+        skips.no_emulation(f"{platforms.ARM64} binaries cannot run on this {platforms.host_platform()} host")
     tag = image_tag(load_matrix().get(MULTI_PLATFORM, platforms.ARM64), settings)
-    image_id = engine.image_id(tag)
+    image_id = engine.get().image_id(tag)
     if image_id is None or passed_record(image_id, settings) is None:
-        pytest.skip(f"{tag} has not passed tests/images in this run; push needs a passing test record")
+        pytest.fail(f"{tag} has not passed every test of tests/images in this run; push needs a passing test record", pytrace=False)
     return image_id
 
 
 def listed_platforms(reference: str) -> list[str]:
-    manifest = registry.index_manifest(reference)
+    manifest = publish.index_manifest(reference)
     return sorted(f"{entry['platform']['os']}/{entry['platform']['architecture']}" for entry in manifest["manifests"])
 
 
@@ -196,48 +203,49 @@ def test_multi_platform_variant_is_pushed_as_one_index(
     `invoke pull` of the host's platform says in one line that the index lacks it."""
     matrix = load_matrix()
     arm64 = matrix.get(MULTI_PLATFORM, platforms.ARM64)
-    record = registry.push(MULTI_PLATFORM, matrix, settings, local_registry)
+    record = publish.push(MULTI_PLATFORM, matrix, settings, local_registry)
     assert "is not built here for linux/amd64" in capsys.readouterr().out
-    repository = record["repository"]
-    assert set(record["platforms"]) == {platforms.ARM64} and record["platforms"][platforms.ARM64]["image_id"] == tested_arm64_image
-    assert MULTI_PLATFORM in record["tags"] and f"{arm64.torch_release}-{MULTI_PLATFORM}" in record["tags"]
+    repository = record.repository
+    assert set(record.platforms) == {platforms.ARM64} and record.platforms[platforms.ARM64].image_id == tested_arm64_image
+    # The same tag scheme as a one-platform push, without the platform: names.tag_names.
+    assert list(record.tags) == published_tags(tested_arm64_image, matrix.get(MULTI_PLATFORM), matrix)
+    assert MULTI_PLATFORM in record.tags and f"{arm64.torch_release}-{MULTI_PLATFORM}" in record.tags
     assert listed_platforms(f"{repository}:{MULTI_PLATFORM}") == [platforms.ARM64]
-    assert registry.index_manifest(f"{repository}@{record['digest']}")["digest"] == record["digest"]
+    assert publish.index_manifest(f"{repository}@{record.digest}")["digest"] == record.digest
 
     # docker pull --platform of the variant's tag: the arm64 image, byte for byte.
     tested_content = content(tested_arm64_image)
-    engine.docker("image", "rm", "--force", tested_arm64_image)
-    engine.docker("pull", "--quiet", "--platform", platforms.ARM64, f"{repository}:{MULTI_PLATFORM}")
-    architecture = engine.docker("image", "inspect", "--format", "{{.Architecture}}", f"{repository}:{MULTI_PLATFORM}").stdout.strip()
+    engine.get().remove_image(tested_arm64_image, force=True)
+    engine.get().pull(f"{repository}:{MULTI_PLATFORM}", platforms.ARM64)
+    architecture = engine.get().require_image(f"{repository}:{MULTI_PLATFORM}").architecture
     assert architecture == "arm64" and content(f"{repository}:{MULTI_PLATFORM}") == tested_content
-    engine.docker("image", "rm", f"{repository}:{MULTI_PLATFORM}")
+    engine.get().remove_image(f"{repository}:{MULTI_PLATFORM}")
 
     # invoke pull --platform linux/arm64: by digest, checked, tagged as a local build.
-    reference = registry.pull(arm64, matrix, settings)
-    assert reference == f"{repository}@{record['platforms'][platforms.ARM64]['digest']}"
+    reference = publish.pull(arm64, matrix, settings)
+    assert reference == f"{repository}@{record.platforms[platforms.ARM64].digest}"
     assert content(image_tag(arm64, settings)) == tested_content
     with pytest.raises(
         TorchenvError, match=r"the pushed cpu has no linux/amd64 image, only linux/arm64; pull one of those with --platform"
     ):
-        registry.pull(matrix.get(MULTI_PLATFORM, platforms.AMD64), matrix, settings)
+        publish.pull(matrix.get(MULTI_PLATFORM, platforms.AMD64), matrix, settings)
 
 
 def test_an_index_lists_both_platforms_and_each_pull_gets_its_own(settings: Settings, local_registry: str) -> None:
     """The index mechanism with both platforms, on the two Debian bases this project
     builds (amd64 native, arm64 emulated): both listed, each platform's pull gets its own."""
-    from torchenv.base import ensure_base
+    from torchenv.pipeline.base import ensure_base
 
     repository = f"{local_registry}/torchenv-base"
     sources = []
     for platform in platforms.SUPPORTED:
-        image_id = engine.image_id(ensure_base("bookworm", settings, platform))
-        assert image_id is not None
-        digest = registry.push_tags(image_id, [f"{repository}:bookworm-{platforms.arch(platform)}"], local_registry, settings, "gzip")
+        image_id = engine.get().require_image(ensure_base("bookworm", settings, platform)).id
+        digest = publish.push_tags(image_id, [f"{repository}:bookworm-{platforms.arch(platform)}"], local_registry, settings, "gzip")
         sources.append(f"{repository}@{digest}")
-    digest = registry.make_index(repository, ["bookworm"], sources)
+    digest = publish.make_index(repository, ["bookworm"], sources)
     assert listed_platforms(f"{repository}@{digest}") == sorted(platforms.SUPPORTED)
     for platform in platforms.SUPPORTED:
-        engine.docker("pull", "--quiet", "--platform", platform, f"{repository}:bookworm")
-        found = engine.docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", f"{repository}:bookworm").stdout.strip()
-        engine.docker("image", "rm", f"{repository}:bookworm")
+        engine.get().pull(f"{repository}:bookworm", platform)
+        found = engine.get().require_image(f"{repository}:bookworm").platform
+        engine.get().remove_image(f"{repository}:bookworm")
         assert found == platform

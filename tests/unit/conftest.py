@@ -1,15 +1,21 @@
-"""Helpers for the unit tests: a matrix file written from a dict, and the CLI run for real."""
+"""Helpers for the unit tests: a matrix file written from a dict; and the tier's guards:
+no unit test reaches Docker (the engine is replaced by one that refuses) or any address
+off this machine."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from torchenv.matrix import DEFAULT_MATRIX
+from torchenv import engine
+from torchenv.model.matrix import DEFAULT_MATRIX
 
 
 def to_toml(value: dict[str, Any], prefix: str = "") -> str:
@@ -48,3 +54,35 @@ def write_matrix(tmp_path: Path):
         return path
 
     return write
+
+
+class NoEngine:
+    """Stands in for the engine in the unit tier: any use of it is a bug in the test."""
+
+    def __getattr__(self, name: str) -> None:
+        raise AssertionError(f"a unit test used the container engine ({name}); use tests/unit/fake_engine.py")
+
+
+@pytest.fixture(autouse=True)
+def no_container_engine() -> Iterator[None]:
+    with engine.use(NoEngine()):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections go to loopback addresses only (servers a test starts itself)."""
+    connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0] if isinstance(address, tuple) else str(address)
+            try:
+                loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise AssertionError(f"a unit test reached the network ({host}); unit tests stay on this machine")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)

@@ -1,4 +1,5 @@
-from torchenv.buildlog import STEP_PREFIX, failure_reason
+from torchenv.engine.docker_engine import STEP_PREFIX
+from torchenv.pipeline.buildlog import failure_reason
 
 UV_OUTPUT = """#12 0.31 Resolved 21 packages in 40ms
 #12 1.20 error: Failed to download `idna==3.20`

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from torchenv.layering import split_requirements
+from torchenv.locking.layering import split_requirements
 
 LOCK = Path(__file__).resolve().parents[2] / "images" / "locks" / "cu117.txt"
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from torchenv.build import build_args, lock_for, needed_space_gb
 from torchenv.errors import TorchenvError
-from torchenv.locks import LOCK_DIR, base_drift, locked_packages, read_lock, without_epoch
-from torchenv.matrix import load_matrix
-from torchenv.settings import Settings
-from torchenv.sizes import locked_hashes
+from torchenv.locking.locks import LOCK_DIR, base_drift, locked_packages, read_lock, without_epoch
+from torchenv.locking.sizes import locked_hashes
+from torchenv.model.matrix import load_matrix
+from torchenv.model.names import Label
+from torchenv.model.settings import Settings
+from torchenv.pipeline.build import build_request, lock_for, needed_space_gb
 
 # (variant, platform) of the locks made here; cpu on amd64 and cu118 need the PyTorch index.
 LOCKED_HERE = [("cu117", "linux/amd64"), ("cu121", "linux/amd64"), ("cpu", "linux/arm64")]
@@ -38,7 +39,7 @@ def test_committed_lock_pins_every_package_with_a_hash(matrix, name: str, platfo
     assert packages["torch"] == variant.torch and packages["torchvision"] == variant.torchvision
     assert packages["numpy"].startswith("1.")
     assert lock.platform == platform and lock.source == "pypi"
-    assert not any(package.startswith(("nvidia-", "triton")) for package in packages) or variant.cuda != "none"
+    assert not any(package.startswith(("nvidia-", "triton")) for package in packages) or variant.is_cuda
 
 
 def test_cu121_lock_pins_nvjitlink_of_cuda_12_1(matrix) -> None:
@@ -51,12 +52,13 @@ def test_cu117_lock_has_the_cuda_11_7_wheels(matrix) -> None:
     assert packages["nvidia-cudnn-cu11"] == "8.5.0.96" and packages["triton"] == "2.0.0"
 
 
-def test_lock_sha256_becomes_a_build_argument(matrix) -> None:
+def test_lock_sha256_becomes_a_label_and_its_epoch_a_build_argument(matrix, tmp_path: Path) -> None:
     lock = read_lock(matrix.get("cu117"))
-    args = build_args(matrix.get("cu117"), Settings(), "base", lock)
-    assert args["LOCKED"] == "1"
-    assert args["LOCK_SHA256"] == lock.sha256 and len(lock.sha256) == 64
-    assert args["SOURCE_DATE_EPOCH"] == str(lock.source_date_epoch)
+    request = build_request(matrix.get("cu117"), Settings(work_dir=tmp_path), "base", lock)
+    assert request.build_args["LOCKED"] == "1"
+    assert request.labels[Label.LOCK_SHA256] == lock.sha256 and len(lock.sha256) == 64
+    assert request.build_args["SOURCE_DATE_EPOCH"] == str(lock.source_date_epoch)
+    assert f"{Label.LOCK_SHA256}={lock.sha256}" in request.command(tmp_path / "iid")
 
 
 def test_missing_lock_is_refused_unless_allowed(matrix, tmp_path: Path, capsys) -> None:
@@ -100,7 +102,7 @@ def test_disk_estimate_comes_from_the_locked_wheel_sizes(matrix, name: str, plat
     variant = matrix.get(name, platform)
     lock = read_lock(variant)
     assert lock is not None and lock.wheel_bytes is not None
-    low, high = (1.5e9, 4e9) if variant.cuda != "none" else (0.1e9, 0.5e9)  # torch with or without the nvidia wheels
+    low, high = (1.5e9, 4e9) if variant.is_cuda else (0.1e9, 0.5e9)  # torch with or without the nvidia wheels
     assert low < lock.wheel_bytes < high
     needed = needed_space_gb(variant, Settings.load(), lock)
     assert needed == pytest.approx(lock.wheel_bytes / 1e9 * 5.4 + 1)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from torchenv.errors import TorchenvError
-from torchenv.matrix import DEFAULT_MATRIX, load_matrix
+from torchenv.model.matrix import DEFAULT_MATRIX, load_matrix
 
 
 def test_shipped_matrix_has_the_four_variants() -> None:

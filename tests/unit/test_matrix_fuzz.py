@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchenv.errors import TorchenvError
-from torchenv.matrix import DEFAULT_MATRIX, load_matrix
+from torchenv.model.matrix import DEFAULT_MATRIX, load_matrix
 
 from .conftest import to_toml
 

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, listing
-from torchenv.matrix import load_matrix
+from torchenv import PROJECT_ROOT
+from torchenv.commands import listing
+from torchenv.model.matrix import load_matrix
 
 RUFF = Path(sys.executable).with_name("ruff")
 

@@ -1,7 +1,7 @@
 import pytest
 
 from torchenv.errors import TorchenvError
-from torchenv.zstd_push import host_and_port, is_local, require_reachable
+from torchenv.pipeline.zstd_push import host_and_port, is_local, require_reachable
 
 
 @pytest.mark.parametrize(

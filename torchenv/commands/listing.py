@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torchenv.matrix import Matrix
+from torchenv.model.matrix import Matrix
 
 COLUMNS = ("variant", "platform", "torch", "torchvision", "torchaudio", "python", "cuda", "wheels from", "min. driver", "base")
 

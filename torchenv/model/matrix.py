@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchenv import PROJECT_ROOT, compat, display_path, platforms
+from torchenv import PROJECT_ROOT, display_path
 from torchenv.errors import TorchenvError
+from torchenv.model import compat, platforms
 
 DEFAULT_MATRIX = PROJECT_ROOT / "images" / "matrix.toml"
 
@@ -63,6 +64,15 @@ class Variant:
         return self.torch.split("+")[0]
 
     @property
+    def python_platform(self) -> str:
+        """The wheels this build runs (machine and manylinux tag of its base's glibc), as uv names them."""
+        return platforms.python_platform(self.platform, compat.glibc_of_base(self.base))
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.cuda != compat.CPU_ONLY
+
+    @property
     def min_driver(self) -> str | None:
         return compat.min_driver(self.cuda)
 
@@ -87,7 +97,7 @@ class Variant:
         numpy<2: torch 2.0/2.1 were compiled against NumPy 1.x and break with NumPy 2.
         """
         release = compat.TORCH_RELEASES[self.torch_release]
-        extra = list(release.pypi_extra_pins) if self.wheel_source == compat.PYPI and self.cuda != "none" else []
+        extra = list(release.pypi_extra_pins) if self.wheel_source == compat.PYPI and self.is_cuda else []
         return [
             f"torch=={self.torch}",
             f"torchvision=={self.torchvision}",
@@ -297,7 +307,7 @@ def _check_release(variant: Variant, context: str) -> None:
 
 def _check_wheel_source(variant: Variant, release: compat.TorchRelease, torch_label: str, context: str) -> None:
     channel = compat.channel_for_build(variant.cuda)
-    if variant.cuda != "none" and variant.platform not in compat.CUDA_PLATFORMS:
+    if variant.is_cuda and variant.platform not in compat.CUDA_PLATFORMS:
         raise TorchenvError(
             f"{context}: PyTorch {variant.torch_release} has no CUDA build for {variant.platform}; "
             f'CUDA variants are {", ".join(compat.CUDA_PLATFORMS)} only: use platforms = ["{compat.CUDA_PLATFORMS[0]}"]'
@@ -369,12 +379,12 @@ def _check_python(variant: Variant, release: compat.TorchRelease, context: str) 
 
 
 def _build_name(cuda: str) -> str:
-    return "CPU-only" if cuda == "none" else f"CUDA {cuda}"
+    return "CPU-only" if cuda == compat.CPU_ONLY else f"CUDA {cuda}"
 
 
 def _nearest_version(wanted: str, builds: tuple[str, ...]) -> str:
-    cuda_builds = [b for b in builds if b != "none"]
-    if wanted == "none" or not cuda_builds:
+    cuda_builds = [b for b in builds if b != compat.CPU_ONLY]
+    if wanted == compat.CPU_ONLY or not cuda_builds:
         return builds[0]
 
     def distance(build: str) -> float:

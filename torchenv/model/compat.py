@@ -41,7 +41,7 @@ CUDA_PLATFORMS = ("linux/amd64",)
 
 
 def pypi_build(release: TorchRelease, platform: str) -> str:
-    return "none" if platform == "linux/arm64" else release.pypi_build
+    return CPU_ONLY if platform == "linux/arm64" else release.pypi_build
 
 
 # Minimum Linux driver for a CUDA major version (minor-version compatibility).
@@ -49,6 +49,22 @@ MIN_DRIVER_BY_CUDA_MAJOR: dict[str, str] = {"11": "450.80.02", "12": "525.60.13"
 
 # The Python that each Debian suite ships, for bases made by mmdebstrap.
 DEBIAN_PYTHON: dict[str, str] = {"bookworm": "3.11", "trixie": "3.13"}
+# Each Debian suite's glibc: a lock holds only wheels whose manylinux tag it runs.
+DEBIAN_GLIBC: dict[str, str] = {"bullseye": "2.31", "bookworm": "2.36", "trixie": "2.41"}
+# For an upstream base that names no Debian suite: manylinux_2_28, which PyTorch's own
+# wheels of these releases need anyway.
+FALLBACK_GLIBC = "2.28"
+
+
+def glibc_of_base(base: str) -> str:
+    """The glibc a base image has, as far as its name says: mmdebstrap:bookworm, or an
+    upstream reference such as python:3.10-slim-bookworm@sha256:..."""
+    name = base.split("@", 1)[0]
+    return next((glibc for suite, glibc in DEBIAN_GLIBC.items() if suite in name), FALLBACK_GLIBC)
+
+
+# The `cuda` of a CPU-only build.
+CPU_ONLY = "none"
 
 # Wheel sources: "pypi", or the PyTorch index channel named after the build.
 PYPI = "pypi"
@@ -57,10 +73,10 @@ PYTORCH_PREFIX = "pytorch-"
 
 def channel_for_build(cuda: str) -> str:
     """The PyTorch index channel (and local version label) of a build: cpu, cu118, ..."""
-    return "cpu" if cuda == "none" else "cu" + cuda.replace(".", "")
+    return "cpu" if cuda == CPU_ONLY else "cu" + cuda.replace(".", "")
 
 
 def min_driver(cuda: str) -> str | None:
-    if cuda == "none":
+    if cuda == CPU_ONLY:
         return None
     return MIN_DRIVER_BY_CUDA_MAJOR[cuda.split(".")[0]]

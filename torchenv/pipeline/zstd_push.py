@@ -76,7 +76,7 @@ def push(image_id: str, aliases: list[str], registry: str, work_dir: Path) -> st
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="push-", dir=work_dir) as scratch:
         archive, digest_file = Path(scratch) / "image.tar", Path(scratch) / "digest"
-        engine.docker("save", "--output", str(archive), image_id)
+        engine.get().save(image_id, archive)
         first = aliases[0]
         command = [binary, "copy", "--quiet", *tls, "--format", "oci", "--dest-compress-format", "zstd"]
         command += ["--dest-compress-level", str(LEVEL), "--digestfile", str(digest_file), f"docker-archive:{archive}", f"docker://{first}"]

@@ -4,22 +4,19 @@ same, byte for byte, or which files in which layers differ."""
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
 import tarfile
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from torchenv import engine
-from torchenv.base import make_base
-from torchenv.build import buildx_command, lock_for
-from torchenv.buildlog import failure_reason, run_streaming
 from torchenv.errors import TorchenvError
-from torchenv.locks import Lock
-from torchenv.matrix import Variant
-from torchenv.settings import Settings
+from torchenv.locking.locks import Lock
+from torchenv.model.matrix import Variant
+from torchenv.model.records import Comparison, ReproReport
+from torchenv.model.settings import Settings
+from torchenv.pipeline.base import make_base
+from torchenv.pipeline.build import build_request, lock_for
+from torchenv.pipeline.buildlog import failure_reason
 
 
 @dataclass(frozen=True)
@@ -35,22 +32,19 @@ class Entry:
 
 
 def layer_diff_ids(image: str) -> list[str]:
-    return json.loads(engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image).stdout)
+    return list(engine.get().require_image(image).layers)
 
 
 def layer_entries(image: str, wanted: set[str]) -> dict[str, dict[str, Entry]]:
     """The files of the wanted layers (by diff ID), read from `docker save` as it streams."""
     found: dict[str, dict[str, Entry]] = {}
-    with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
-        assert save.stdout is not None
-        with tarfile.open(fileobj=save.stdout, mode="r|") as archive:
-            for member in archive:
-                digest = "sha256:" + member.name.rsplit("/", 1)[-1]
-                if member.isfile() and member.name.startswith("blobs/sha256/") and digest in wanted:
-                    blob = archive.extractfile(member)
-                    assert blob is not None
-                    found[digest] = _read_layer(blob)
-        save.stdout.read()
+    with engine.get().saved(image) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            digest = "sha256:" + member.name.rsplit("/", 1)[-1]
+            if member.isfile() and member.name.startswith("blobs/sha256/") and digest in wanted:
+                blob = archive.extractfile(member)
+                assert blob is not None
+                found[digest] = _read_layer(blob)
     return found
 
 
@@ -100,51 +94,45 @@ def _describe(entry: Entry | None) -> str:
 
 def build_from_scratch(variant: Variant, settings: Settings, base_image: str, lock: Lock | None) -> str:
     """One --no-cache build of the variant; returns the image ID (untagged)."""
-    with tempfile.TemporaryDirectory(prefix="repro-", dir=settings.work_dir) as scratch:
-        iidfile = Path(scratch) / "iid"
-        command = buildx_command(variant, settings, base_image, iidfile, lock, no_cache=True)
-        returncode, output = run_streaming(command)
-        if returncode != 0:
-            raise TorchenvError(f"a from-scratch build of {variant.name} failed: {failure_reason(output) or 'see the output above'}")
-        return iidfile.read_text().strip()
+    result = engine.get().build(build_request(variant, settings, base_image, lock, no_cache=True))
+    if result.image_id is None:
+        raise TorchenvError(f"a from-scratch build of {variant.name} failed: {failure_reason(list(result.tail)) or 'see the output above'}")
+    return result.image_id
 
 
-def reproduce(variant: Variant, settings: Settings) -> list[str]:
-    """Builds the base and the variant twice each, from scratch; returns the report."""
-    engine.require_engine()
+def reproduce(variant: Variant, settings: Settings) -> ReproReport:
+    """Builds the base and the variant twice each, from scratch, and compares them."""
+    docker = engine.get()
+    docker.require()
     lock = lock_for(variant, settings)
     settings.work_dir.mkdir(parents=True, exist_ok=True)
-    report = []
+    comparisons = []
     bases = []
-    records_before = set(engine.build_cache_ids(""))
+    records_before = set(docker.build_cache_ids())
     try:
         if variant.debian_suite:
             for attempt in ("a", "b"):
                 reference = f"torchenv-repro-base:{variant.debian_suite}-{attempt}"
                 bases.append(reference)
                 make_base(variant.debian_suite, settings, reference, no_cache=True, platform=variant.platform)
-            base_a, base_b = (engine.image_id(reference) for reference in bases)
-            differences = compare(*bases)
-            report.append(f"base {variant.base}: " + (f"identical: {base_a}" if not differences else f"DIFFERENT: {base_a} vs {base_b}"))
-            report += differences
+            base_a, base_b = (docker.require_image(reference).id for reference in bases)
+            comparisons.append(Comparison(f"base {variant.base}", base_a, base_b, tuple(compare(*bases))))
             base_image = bases[0]
         else:
             base_image = variant.base
         first = build_from_scratch(variant, settings, base_image, lock)
         release_new_cache(records_before)  # keep one from-scratch venv on disk at a time, not two
         second = build_from_scratch(variant, settings, base_image, lock)
-        differences = compare(first, second)
-        report.append(f"{variant.name}: " + (f"identical: {first}" if not differences else f"DIFFERENT: {first} vs {second}"))
-        report += differences
+        comparisons.append(Comparison(variant.name, first, second, tuple(compare(first, second))))
     finally:
         for reference in bases:
-            engine.docker("image", "rm", reference, check=False)
+            docker.remove_image(reference)
         release_new_cache(records_before)
-    return report
+    return ReproReport(variant.name, tuple(comparisons))
 
 
 def release_new_cache(records_before: set[str]) -> None:
     """Prunes the build cache records made since RECORDS_BEFORE: from-scratch builds
     duplicate the variant's big layers (a torch venv is ~5 GB); the regular cache stays."""
-    for record in engine.build_records_since(records_before):
-        engine.prune_build_cache(record)
+    for record in engine.get().build_records_since(records_before):
+        engine.get().prune_build_cache(record)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from torchenv.matrix import Variant
+from torchenv.model.matrix import Variant
 
 
 def per_variant(variants: list[Variant], verb: str) -> Iterator[Variant]:

@@ -1,27 +1,9 @@
-"""Streams BuildKit's plain progress through to the user and, when a build fails, finds
-the one line that says why: a torchenv check's own error, or uv's or pip's hash mismatch."""
+"""When a build fails, the one line in BuildKit's output that says why: a torchenv check's
+own error, or uv's or pip's hash mismatch. (The engine streams the output and keeps its tail.)"""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from collections import deque
-
-# "#8 12.34 text" -> "text"
-STEP_PREFIX = re.compile(r"^#\d+ (?:\d+\.\d+ )?")
-KEEP_LINES = 400
-
-
-def run_streaming(command: list[str]) -> tuple[int, list[str]]:
-    """Runs the build, echoing its output to stderr; returns the exit code and the last lines."""
-    tail: deque[str] = deque(maxlen=KEEP_LINES)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            sys.stderr.write(line)
-            tail.append(STEP_PREFIX.sub("", line.rstrip("\n")))
-    return process.returncode, list(tail)
 
 
 def failure_reason(lines: list[str]) -> str | None:

@@ -9,8 +9,8 @@ import urllib.request
 from typing import Any
 
 from torchenv.errors import TorchenvError
-from torchenv.matrix import Variant
-from torchenv.settings import Settings
+from torchenv.model.matrix import Variant
+from torchenv.model.settings import Settings
 
 # PEP 691: an index that speaks JSON lists each file with its hashes and (PEP 700) size.
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"

@@ -14,15 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, display_path, engine, platforms, sizes, wheels
-from torchenv.base import ensure_base, package_list
+from torchenv import PROJECT_ROOT, display_path
 from torchenv.errors import TorchenvError
-from torchenv.matrix import Variant
-from torchenv.settings import Settings
+from torchenv.locking import sizes, wheels
+from torchenv.model import platforms
+from torchenv.model.matrix import Variant
+from torchenv.model.settings import Settings
 
 LOCK_DIR = PROJECT_ROOT / "images" / "locks"
-# Debian 12's glibc is 2.36; the lock holds only wheels that run on it.
-PLATFORMS = {"linux/amd64": "x86_64-manylinux_2_36", "linux/arm64": "aarch64-manylinux_2_36"}
 
 HEADER_FIELD = re.compile(r"^# (?P<key>[a-z-]+): (?P<value>.*)$")
 
@@ -98,7 +97,7 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
     index = wheels.index_url(variant, settings)
     wheels.require_reachable(variant, settings)
     command = [uv_executable(), "pip", "compile", "--generate-hashes", "--no-header", "--quiet"]
-    command += ["--python-platform", PLATFORMS[platform], "--python-version", variant.python]
+    command += ["--python-platform", variant.python_platform, "--python-version", variant.python]
     if index:
         command += ["--index-url", index]
     env = dict(os.environ)
@@ -159,34 +158,3 @@ def base_drift(suite: str, packages: str, lock_dir: Path = LOCK_DIR, platform: s
     recorded = set(path.read_text().splitlines())
     current = set(packages.splitlines())
     return sorted(recorded ^ current)
-
-
-def lock_variants(variants: list[Variant], settings: Settings) -> list[str]:
-    """Locks each variant whose wheel source answers, and records the base package list of
-    their Debian suites; one variant that cannot be locked fails in one line, several say
-    which on stderr and fail at the end."""
-    lockable, failures = [], []
-    for variant in variants:
-        try:
-            wheels.require_reachable(variant, settings)
-            lockable.append(variant)
-        except TorchenvError as error:
-            if len(variants) == 1:
-                raise
-            failures.append(error)
-            print(f"torchenv: error: {error}", file=sys.stderr)
-    done = []
-    for suite, platform in sorted({(variant.debian_suite, variant.platform) for variant in lockable if variant.debian_suite}):
-        engine.require_engine()
-        path = base_list_path(suite, settings.lock_dir, platform)
-        path.write_text(package_list(ensure_base(suite, settings, platform), platform))
-        done.append(f"recorded the {suite} {platform} base's packages in {display_path(path)}")
-    for variant in lockable:
-        write_lock(variant, settings)
-        lock = read_lock(variant, settings.lock_dir)
-        assert lock is not None
-        done.append(f"locked {variant.name} for {variant.platform}: {len(locked_packages(lock))} packages in {display_path(lock.path)}")
-    if failures:
-        print("\n".join(f"torchenv: {line}" for line in done))
-        raise TorchenvError(f"{len(failures)} of {len(variants)} variants could not be locked (see above)")
-    return done

@@ -14,11 +14,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, engine, git, platforms
+from torchenv import PROJECT_ROOT, engine
+from torchenv.engine import BuildRequest, RunOptions
 from torchenv.errors import TorchenvError
-from torchenv.settings import Settings
+from torchenv.model import names, platforms
+from torchenv.model.names import Label
+from torchenv.model.settings import Settings
+from torchenv.pipeline import git
+from torchenv.pipeline.buildlog import failure_reason
 
-BASE_REPOSITORY = "torchenv-base"
 BASE_DOCKERFILE = PROJECT_ROOT / "docker" / "base" / "Dockerfile"
 
 # Python with venv and headers, a C/C++ compiler (torch.compile builds code at run
@@ -87,13 +91,13 @@ def base_inputs(suite: str, settings: Settings, platform: str = platforms.AMD64)
 def base_reference(suite: str, settings: Settings, platform: str = platforms.AMD64) -> str:
     digest = hashlib.sha256(json.dumps(base_inputs(suite, settings, platform), sort_keys=True).encode()).hexdigest()
     name = suite if platform == platforms.AMD64 else f"{suite}-{platforms.arch(platform)}"
-    return f"{BASE_REPOSITORY}:{name}-{digest[:12]}"
+    return f"{names.BASE_REPOSITORY}:{name}-{digest[:12]}"
 
 
 def ensure_base(suite: str, settings: Settings, platform: str = platforms.AMD64) -> str:
     """The base image for a Debian suite and platform; built only when no image of these inputs exists."""
     reference = base_reference(suite, settings, platform)
-    if engine.image_id(reference):
+    if engine.get().image_id(reference):
         return reference
     emulated = "" if platform == platforms.host_platform() else ", emulated: about 3 minutes"
     print(f"torchenv: making the Debian {suite} {platform} base with mmdebstrap (once{emulated or '; about a minute'})", flush=True)
@@ -128,13 +132,21 @@ def make_base(
         if made.returncode != 0:
             raise TorchenvError(f"mmdebstrap could not make the {suite} base: {engine.last_line(made.stderr)}")
         shutil.copy(BASE_DOCKERFILE, Path(context) / "Dockerfile")
-        engine.docker(
-            "buildx", "build", "--platform", platform, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", "--label", f"io.torchenv.base={suite}",
-            "--tag", reference, "--quiet", *(["--no-cache"] if no_cache else []), context,
-        )  # fmt: skip
+        request = BuildRequest(
+            context=Path(context),
+            platform=platform,
+            build_args={"SOURCE_DATE_EPOCH": str(epoch)},
+            labels={Label.BASE: suite},
+            tags=(reference,),
+            no_cache=no_cache,
+        )
+        result = engine.get().build(request, echo=False)
+        if result.image_id is None:
+            reason = failure_reason(list(result.tail)) or (result.tail[-1] if result.tail else "no output")
+            raise TorchenvError(f"importing the {suite} base into the engine failed: {reason}")
     return reference
 
 
 def package_list(reference: str, platform: str = platforms.AMD64) -> str:
     """The "name version architecture" lines a base image was made from."""
-    return engine.docker("run", "--rm", "--platform", platform, "--network", "none", reference, "cat", f"/{PACKAGE_LIST}").stdout
+    return engine.get().output_of(reference, ["cat", f"/{PACKAGE_LIST}"], RunOptions(platform=platform))

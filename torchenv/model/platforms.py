@@ -25,13 +25,24 @@ def arch(platform: str) -> str:
     return platform.split("/", 1)[1]
 
 
+def python_platform(platform: str, glibc: str) -> str:
+    """uv's name for the wheels a platform with this glibc runs: "x86_64-manylinux_2_36"."""
+    return f"{MACHINES[platform]}-manylinux_{glibc.replace('.', '_')}"
+
+
+def emulation_enabled(platform: str, binfmt_misc: Path = BINFMT_MISC) -> bool:
+    """Whether this host runs PLATFORM's binaries, natively or through an enabled qemu handler."""
+    if platform == host_platform():
+        return True
+    handler = binfmt_misc / f"qemu-{MACHINES.get(platform, 'unknown')}"
+    return handler.exists() and "enabled" in handler.read_text().splitlines()[0]
+
+
 def require_runnable(platform: str, binfmt_misc: Path = BINFMT_MISC) -> None:
     """Fails in one line unless this host runs PLATFORM's binaries, natively or emulated."""
-    if platform == host_platform():
-        return
-    handler = binfmt_misc / f"qemu-{MACHINES.get(platform, 'unknown')}"
-    if not handler.exists() or "enabled" not in handler.read_text().splitlines()[0]:
+    if not emulation_enabled(platform, binfmt_misc):
+        handler = f"qemu-{MACHINES.get(platform, 'unknown')}"
         raise TorchenvError(
-            f"{platform} binaries cannot run on this {host_platform()} host: no enabled {handler.name} binfmt_misc handler; "
+            f"{platform} binaries cannot run on this {host_platform()} host: no enabled {handler} binfmt_misc handler; "
             "run ./invokew once (it installs qemu-user-static and binfmt-support and enables it) or build on a native host"
         )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from torchenv import platforms
-from torchenv.settings import Settings
-from torchenv.wheels import file_sizes
+from torchenv.locking.wheels import file_sizes
+from torchenv.model import platforms
+from torchenv.model.settings import Settings
 
 # The wheel file names' architecture tag per platform.
 # Installed, a wheel takes about 2.2 times its size; a build holds the installed venv
@@ -40,8 +40,8 @@ def wheel_bytes(lock_text: str, index: str, platform: str, settings: Settings) -
     return total
 
 
-def build_needs_gb(wheel_download_bytes: int | None, cuda: str) -> float:
+def build_needs_gb(wheel_download_bytes: int | None, is_cuda: bool) -> float:
     if wheel_download_bytes is None:
-        return FALLBACK_GB["cpu" if cuda == "none" else "cuda"]
+        return FALLBACK_GB["cuda" if is_cuda else "cpu"]
     download_gb = wheel_download_bytes / 1e9
     return download_gb * (1 + 2 * INSTALLED_PER_WHEEL_BYTE) + BUILD_OVERHEAD_GB

@@ -1,0 +1,95 @@
+"""Every name torchenv gives things, defined once: image labels, the tag scheme, the
+BuildKit stage names and the base image repository. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class Label:
+    """The image labels torchenv writes and reads."""
+
+    PREFIX = "io.torchenv."
+    VARIANT = PREFIX + "variant"
+    TORCH = PREFIX + "torch"
+    TORCHVISION = PREFIX + "torchvision"
+    TORCHAUDIO = PREFIX + "torchaudio"
+    CUDA = PREFIX + "cuda"
+    PYTHON = PREFIX + "python"
+    MIN_DRIVER = PREFIX + "min-driver"
+    LOCK_SHA256 = PREFIX + "lock-sha256"
+    # On base images: the Debian suite they were made from.
+    BASE = PREFIX + "base"
+    # On containers the tests start, so that a leftover one can be found.
+    TEST = PREFIX + "test"
+    TITLE = "org.opencontainers.image.title"
+    SOURCE = "org.opencontainers.image.source"
+    REVISION = "org.opencontainers.image.revision"
+
+
+# What a lock-less build records as its lock's hash.
+UNLOCKED = "none: not reproducible"
+
+# docker/Dockerfile's stages, in order (a unit test keeps them equal). They all start with
+# "torchenv-", so that torchenv's build cache records (their descriptions carry the stage
+# name) can be told from everyone else's.
+STAGE_PREFIX = "torchenv-"
+BASE_STAGE = "torchenv-base"
+INSTALLER_STAGE = "torchenv-installer"
+TORCH_STAGE = "torchenv-torch"
+RUNTIME_STAGE = "torchenv-runtime"
+STAGES = (BASE_STAGE, INSTALLER_STAGE, TORCH_STAGE, RUNTIME_STAGE)
+# What the descriptions of torchenv's build cache records mention (a stage, the uv cache
+# mount's id, /opt/torchenv), and no one else's.
+BUILD_CACHE_MARK = "torchenv"
+# docker/base/Dockerfile's one stage.
+ROOTFS_STAGE = "torchenv-rootfs"
+
+BASE_REPOSITORY = "torchenv-base"
+
+
+def identity_labels(
+    *, variant: str, torch: str, torchvision: str, torchaudio: str, cuda: str, python: str, lock_sha256: str | None
+) -> dict[str, str]:
+    """The labels that say which matrix entry and which lock an image is: written by the
+    build, compared by `invoke pull`."""
+    labels = {
+        Label.VARIANT: variant,
+        Label.TORCH: torch,
+        Label.TORCHVISION: torchvision,
+        Label.TORCHAUDIO: torchaudio,
+        Label.CUDA: cuda,
+        Label.PYTHON: python,
+    }
+    if lock_sha256 is not None:
+        labels[Label.LOCK_SHA256] = lock_sha256
+    return labels
+
+
+def label_mismatches(found: Mapping[str, str], expected: Mapping[str, str]) -> list[str]:
+    return [f"{key} is {found.get(key, 'missing')!r}, expected {value!r}" for key, value in expected.items() if found.get(key) != value]
+
+
+def commit_of(revision: str) -> str | None:
+    """The short commit of a clean build's revision label; None for a dirty or unknown tree
+    (an immutable tag must name exactly what was built)."""
+    if not revision or revision == "unknown" or revision.endswith("-dirty"):
+        return None
+    return revision[:7]
+
+
+def tag_names(*, torch: str, name: str, python: str, commit: str | None, latest: bool) -> list[str]:
+    """The tags of one image (without repository), most specific first:
+    <torch>-<name>-py<python>-<commit> (only from a clean, committed tree), <torch>-<name>,
+    <name>, and latest for the default variant. NAME is the variant's name, or for an image
+    of another platform than the host's, name-arch (cpu-arm64). torch's local version label
+    is dropped ("2.0.1+cu118" -> "2.0.1"): the variant already names the build, and "+" is
+    no tag character."""
+    release = torch.split("+", 1)[0]
+    full = [f"{release}-{name}-py{python}-{commit}"] if commit else []
+    return [*full, f"{release}-{name}", name, *(["latest"] if latest else [])]
+
+
+def platform_tag(name: str, arch: str) -> str:
+    """Where a multi-platform variant's one platform is pushed, before the index lists it."""
+    return f"{name}-{arch}"

@@ -1,0 +1,219 @@
+"""`invoke build`: base -> BuildKit build -> verify in a container -> only then the tag."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from torchenv import PROJECT_ROOT, display_path, engine
+from torchenv.engine import BuildRequest, RunOptions
+from torchenv.errors import TorchenvError
+from torchenv.locking import wheels
+from torchenv.locking.layering import split_requirements
+from torchenv.locking.locks import Lock, base_drift, base_list_path, lock_path, read_lock
+from torchenv.locking.sizes import build_needs_gb
+from torchenv.model import names, platforms
+from torchenv.model.matrix import Matrix, Variant
+from torchenv.model.names import Label
+from torchenv.model.platforms import host_platform
+from torchenv.model.settings import Settings
+from torchenv.pipeline import git
+from torchenv.pipeline.base import FALLBACK_EPOCH, ensure_base, package_list, source_date_epoch
+from torchenv.pipeline.buildlog import failure_reason
+from torchenv.pipeline.tagging import tags_for
+
+DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
+
+
+def image_tag(variant: Variant, settings: Settings) -> str:
+    return f"{settings.image_name}:{variant.local_name}"
+
+
+def git_revision() -> str:
+    revision = git.head() or "unknown"
+    return revision + ("-dirty" if git.is_dirty() else "")
+
+
+def build_args(variant: Variant, settings: Settings, base_image: str, lock: Lock | None = None) -> dict[str, str]:
+    """Every ARG of docker/Dockerfile, resolved from the matrix entry and its lock."""
+    return {
+        "BASE_IMAGE": base_image,
+        "BASE_EPOCH": str(source_date_epoch()),
+        "VARIANT": variant.name,
+        "PYTHON_VERSION": variant.python,
+        "TORCH_VERSION": variant.torch,
+        "TORCHVISION_VERSION": variant.torchvision,
+        "TORCHAUDIO_VERSION": variant.torchaudio,
+        "CUDA_VERSION": variant.cuda,
+        "MIN_DRIVER": variant.min_driver or "",
+        "LOCKED": "1" if lock else "0",
+        # Image and file timestamps come from the lock, never the clock.
+        "SOURCE_DATE_EPOCH": str(lock.source_date_epoch if lock else FALLBACK_EPOCH),
+        "TORCH_INDEX_URL": wheels.index_url(variant, settings) or "",
+    }
+
+
+def image_labels(variant: Variant, settings: Settings, lock: Lock | None) -> dict[str, str]:
+    """The labels a variant's image carries. They are given to the build, not written in the
+    Dockerfile, so that their names live in one place (torchenv/model/names.py); BuildKit
+    puts them in the image's config, so the revision busts no layer."""
+    identity = names.identity_labels(
+        variant=variant.name,
+        torch=variant.torch,
+        torchvision=variant.torchvision,
+        torchaudio=variant.torchaudio,
+        cuda=variant.cuda,
+        python=variant.python,
+        lock_sha256=lock.sha256 if lock else names.UNLOCKED,
+    )
+    return {
+        Label.TITLE: f"torchenv {variant.name}",
+        Label.SOURCE: settings.source_url,
+        Label.REVISION: git_revision(),
+        **identity,
+        Label.MIN_DRIVER: variant.min_driver or "",
+    }
+
+
+def build_request(variant: Variant, settings: Settings, base_image: str, lock: Lock | None = None, no_cache: bool = False) -> BuildRequest:
+    """The one description of a variant's build, for `invoke build`, `invoke repro` and the bench.
+    NO_CACHE runs every step again; BuildKit then also gives the steps empty cache mounts."""
+    ca_bundle = settings.ca_bundle_path()
+    return BuildRequest(
+        context=PROJECT_ROOT,
+        dockerfile=DOCKERFILE,
+        platform=variant.platform,
+        build_args=build_args(variant, settings, base_image, lock),
+        # The requirements file (the lock, or the plain pins) travels as its own small context.
+        contexts={"requirements": requirements_context(variant, settings, lock)},
+        # A secret mount: the installers see it during the RUN, no layer or history keeps it.
+        secrets={"ca-bundle": ca_bundle} if ca_bundle else {},
+        labels=image_labels(variant, settings, lock),
+        no_cache=no_cache,
+        progress=settings.progress,
+    )
+
+
+def requirements_context(variant: Variant, settings: Settings, lock: Lock | None) -> Path:
+    context = settings.work_dir / "requirements" / variant.build_name
+    context.mkdir(parents=True, exist_ok=True)
+    text = lock.path.read_text() if lock else "\n".join(variant.requirements) + "\n"
+    (context / "requirements.txt").write_text(text)
+    # An unlocked build resolves its pins at build time, so it cannot know the NVIDIA
+    # packages in advance: everything goes into the second layer.
+    layers = split_requirements(text) if lock else {"nvidia": "", "rest": text}
+    for layer, part in layers.items():
+        (context / layer).mkdir(exist_ok=True)
+        (context / layer / "requirements.txt").write_text(part)
+    return context
+
+
+def lock_for(variant: Variant, settings: Settings) -> Lock | None:
+    """The variant's lock; without one the build refuses unless unlocked builds are allowed."""
+    lock = read_lock(variant, settings.lock_dir)
+    if lock is None:
+        if not settings.allow_unlocked:
+            lock_file = display_path(lock_path(variant, settings.lock_dir))
+            raise TorchenvError(
+                f"variant {variant.name} has no lock ({lock_file}); run `invoke lock --variant {variant.name}` "
+                "where its wheel source is reachable, or build with --allow-unlocked (not reproducible)"
+            )
+        print(f"torchenv: WARNING: not reproducible: no lock for {variant.name}; resolving its pins at build time", flush=True)
+    return lock
+
+
+def base_image_for(variant: Variant, settings: Settings) -> str:
+    if not variant.debian_suite:
+        return variant.base
+    reference = ensure_base(variant.debian_suite, settings, variant.platform)
+    drift = base_drift(variant.debian_suite, package_list(reference, variant.platform), settings.lock_dir, variant.platform)
+    if drift:
+        recorded = display_path(base_list_path(variant.debian_suite, settings.lock_dir, variant.platform))
+        print(
+            f"torchenv: WARNING: the {variant.debian_suite} base differs from {recorded} "
+            f"in {len(drift)} package lines (the archive moved on); pin the archive with a snapshot mirror "
+            "(TORCHENV_DEBIAN_MIRROR) or record the new list with `invoke lock`",
+            flush=True,
+        )
+    return reference
+
+
+@contextmanager
+def exclusive_build(variant: Variant, settings: Settings) -> Iterator[None]:
+    """One build per variant at a time: a second one refuses instead of racing the first."""
+    locks = settings.work_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{variant.build_name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TorchenvError(
+                f"another build of {variant.build_name} is running on this machine; wait for it to finish, then retry"
+            ) from None
+        yield
+
+
+def needed_space_gb(variant: Variant, settings: Settings, lock: Lock | None) -> float:
+    """TORCHENV_MIN_FREE_GB, or an estimate from the lock's wheel sizes."""
+    return settings.min_free_gb or build_needs_gb(lock.wheel_bytes if lock else None, variant.is_cuda)
+
+
+def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache: bool = False) -> str:
+    """Builds, verifies and tags one variant; returns its tag. Nothing is tagged unless
+    the image passed `verify` in a container. NO_CACHE runs every step again, with empty
+    cache mounts (so every wheel is downloaded again)."""
+    settings.ca_bundle_path()  # a wrong CA bundle path fails here, before anything is made
+    wheels.require_reachable(variant, settings)
+    lock = lock_for(variant, settings)
+    platforms.require_runnable(variant.platform)
+    docker = engine.get()
+    docker.require()
+    require_free_space(needed_space_gb(variant, settings, lock), f"a build of {variant.name}")
+    with exclusive_build(variant, settings):
+        base_image = base_image_for(variant, settings)
+        emulated = "" if variant.platform == host_platform() else ", emulated"
+        print(
+            f"torchenv: building {variant.name} for {variant.platform}{emulated} "
+            f"(torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})",
+            flush=True,
+        )
+        result = docker.build(build_request(variant, settings, base_image, lock, no_cache=no_cache))
+        if result.image_id is None:
+            reason = failure_reason(list(result.tail)) or "see BuildKit's output above"
+            raise TorchenvError(f"the build of {variant.name} failed: {reason}; nothing was tagged")
+        return verify_and_tag(result.image_id, variant, matrix, settings)
+
+
+def verify_and_tag(image: str, variant: Variant, matrix: Matrix, settings: Settings) -> str:
+    """Runs `verify` in a container of IMAGE and, only when it passed, tags it; returns the variant's tag."""
+    docker = engine.get()
+    tag = image_tag(variant, settings)
+    if docker.image_id(tag) == image:
+        # Tags are applied only after verify passed, so this exact image already did.
+        print(f"torchenv: {tag} is unchanged ({image[:19]}) and was verified when tagged", flush=True)
+        return tag
+    print(f"torchenv: verifying {variant.name} ({image[:19]}) in a container before tagging it", flush=True)
+    check = docker.run(image, ["verify"], RunOptions(platform=variant.platform), echo=True)
+    if check.exit_code != 0:
+        raise TorchenvError(f"{variant.name} built as {image[:19]} but failed verify (report above); nothing was tagged")
+    tags = tags_for(image, variant, matrix)
+    for name in tags:
+        docker.tag(image, f"{settings.image_name}:{name}")
+    print(f"torchenv: {tag} is ready, also tagged {', '.join(name for name in tags if name != variant.local_name)}", flush=True)
+    return tag
+
+
+def require_free_space(needed_gb: float, what: str) -> None:
+    """Fails in one line when the engine's data root has less free space than a build needs."""
+    root = engine.get().data_root()
+    if root is None:
+        return  # a remote engine: its disk is not ours to measure
+    free_gb = shutil.disk_usage(root).free / 1e9
+    if free_gb < needed_gb:
+        raise TorchenvError(
+            f"only {free_gb:.1f} GB free on {root} (Docker's data root); {what} needs about {needed_gb:.0f} GB: "
+            "free space (invoke clean removes torchenv's images and cache) or set TORCHENV_MIN_FREE_GB"
+        )

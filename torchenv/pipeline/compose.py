@@ -1,0 +1,44 @@
+"""What `docker compose run` needs on the host (./out, and .env saying which user the
+containers run as, so that the demo's files belong to whoever invoked it), and the runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from torchenv import PROJECT_ROOT, engine
+
+COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
+ENV_FILE = PROJECT_ROOT / ".env"
+OUT_DIR = PROJECT_ROOT / "out"
+MANAGED_KEYS = ("TORCHENV_UID", "TORCHENV_GID")
+
+
+def user_environment() -> dict[str, str]:
+    return {"TORCHENV_UID": str(os.getuid()), "TORCHENV_GID": str(os.getgid())}
+
+
+def prepare(env_file: Path = ENV_FILE, out_dir: Path = OUT_DIR) -> None:
+    out_dir.mkdir(exist_ok=True)
+    kept = []
+    if env_file.exists():
+        kept = [line for line in env_file.read_text().splitlines() if line.split("=", 1)[0].strip() not in MANAGED_KEYS]
+    managed = [f"{key}={value}" for key, value in user_environment().items()]
+    env_file.write_text("\n".join(kept + managed) + "\n")
+
+
+def compose(
+    project: Path, *args: str, capture: bool = True, timeout: float | None = 900, **environment: str
+) -> subprocess.CompletedProcess[str]:
+    """`docker compose ARGS` with the project's compose.yaml, for the project directory
+    PROJECT (./out and .env there), as the invoking user."""
+    env: Mapping[str, str] = {**user_environment(), **environment}
+    return engine.get().compose(args, project, COMPOSE_FILE, env, capture=capture, timeout=timeout)
+
+
+def compose_run(project: Path, *command: str, capture: bool = True, **environment: str) -> subprocess.CompletedProcess[str]:
+    """`docker compose run --rm COMMAND` in PROJECT, prepared first."""
+    prepare(env_file=project / ".env", out_dir=project / "out")
+    return compose(project, "run", "--rm", *command, capture=capture, **environment)

@@ -1,0 +1,205 @@
+"""Push tested images to a registry, pull them back by digest, and refuse any image whose
+labels do not match the matrix and the lock. Credentials come from `docker login` alone."""
+
+from __future__ import annotations
+
+import json
+
+from torchenv import display_path, engine
+from torchenv.errors import TorchenvError
+from torchenv.locking.locks import read_lock
+from torchenv.model import names
+from torchenv.model.matrix import Matrix, Variant
+from torchenv.model.names import Label
+from torchenv.model.records import PlatformPush, PushRecord
+from torchenv.model.settings import Settings
+from torchenv.pipeline import zstd_push
+from torchenv.pipeline.build import image_tag
+from torchenv.pipeline.tagging import published_tags, tags_for
+from torchenv.pipeline.testrecords import passed_record
+
+COMPRESSIONS = ("zstd", "gzip")
+
+
+def require_compression(compression: str) -> None:
+    if compression not in COMPRESSIONS:
+        raise TorchenvError(f"unknown layer compression {compression!r}; use --compression zstd (Docker 23 and later) or gzip (any client)")
+
+
+def read_digests(settings: Settings) -> dict[str, PushRecord]:
+    path = settings.digests_file
+    if not path.exists():
+        return {}
+    try:
+        return {name: PushRecord.from_json(data) for name, data in json.loads(path.read_text()).items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        where = f" (line {error.lineno})" if isinstance(error, json.JSONDecodeError) else ""
+        raise TorchenvError(f"{display_path(path)} is not a valid digests file{where}; restore it from git") from None
+
+
+def write_digest(name: str, record: PushRecord, settings: Settings) -> None:
+    everything = {key: value.to_json() for key, value in read_digests(settings).items()}
+    everything[name] = record.to_json()
+    settings.digests_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.digests_file.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+
+
+def tested_image(variant: Variant, settings: Settings) -> str:
+    """The ID of the variant's local image, every recorded test of which passed."""
+    tag = image_tag(variant, settings)
+    image_id = engine.get().image_id(tag)
+    if image_id is None:
+        raise TorchenvError(f"no image {tag} to push; build and test it first: invoke test --variant {variant.name}")
+    if passed_record(image_id, settings) is None:
+        raise TorchenvError(
+            f"{tag} ({image_id[:19]}) has no passing test record; run `invoke test --variant {variant.name}` first, then push"
+        )
+    return image_id
+
+
+def push_tags(image_id: str, aliases: list[str], registry: str, settings: Settings, compression: str = "zstd") -> str:
+    """Pushes IMAGE_ID under every alias; returns the manifest digest. With gzip the engine
+    pushes, through aliases that are local only for the push and removed again, whatever
+    happens; with zstd, skopeo pushes (torchenv/pipeline/zstd_push.py) and no local tag is made."""
+    require_compression(compression)
+    if compression == "zstd":
+        return zstd_push.push(image_id, aliases, registry, settings.work_dir)
+    docker = engine.get()
+    pushed: list[str] = []
+    digest = ""
+    try:
+        for alias in aliases:
+            docker.tag(image_id, alias)
+        for alias in aliases:
+            try:
+                digest = docker.push(alias)
+            except TorchenvError as error:
+                done = f" ({len(pushed)} of {len(aliases)} tags were pushed before)" if pushed else ""
+                raise TorchenvError(
+                    f"{error}{done}; check that the registry {registry} runs and that `docker login {registry}` succeeded, then rerun"
+                ) from None
+            pushed.append(alias)
+        return digest
+    finally:
+        for alias in aliases:
+            docker.remove_image(alias)
+
+
+def platform_push(image_id: str, digest: str) -> PlatformPush:
+    return PlatformPush(digest, image_id, engine.get().require_image(image_id).labels.get(Label.LOCK_SHA256, ""))
+
+
+def push(name: str, matrix: Matrix, settings: Settings, registry: str, compression: str = "zstd") -> PushRecord:
+    """Pushes variant NAME (every platform of it built and tested here) with all its tags and
+    its layers compressed with COMPRESSION; records the digest to pull in
+    images/digests.json and returns that record. A one-platform variant is pushed as its
+    image under the variant's tags; a multi-platform one as each platform's image under
+    <variant>-<arch>, then an index (manifest list) listing them under the same tags."""
+    require_compression(compression)
+    repository = f"{registry.rstrip('/')}/{settings.image_name}"
+    primary = matrix.get(name)
+    if len(primary.platforms) == 1:
+        image_id = tested_image(primary, settings)
+        tags = published_tags(image_id, primary, matrix)
+        digest = push_tags(image_id, [f"{repository}:{tag}" for tag in tags], registry, settings, compression)
+        pushed = {primary.platform: platform_push(image_id, digest)}
+    else:
+        tags, pushed = push_platforms(name, matrix, settings, registry, repository, compression)
+        digest = make_index(repository, tags, [f"{repository}@{entry.digest}" for entry in pushed.values()])
+    record = PushRecord(registry, repository, digest, tuple(tags), compression, pushed)
+    write_digest(name, record, settings)
+    return record
+
+
+def push_platforms(
+    name: str, matrix: Matrix, settings: Settings, registry: str, repository: str, compression: str
+) -> tuple[list[str], dict[str, PlatformPush]]:
+    """Each built platform's image as <variant>-<arch>; returns the index's tags and the pushes."""
+    builds = [matrix.get(name, platform) for platform in matrix.get(name).platforms]
+    present = [build for build in builds if engine.get().image_id(image_tag(build, settings))]
+    if not present:
+        raise TorchenvError(f"no image of {name} to push on any of its platforms; build and test it first: invoke test --variant {name}")
+    missing = [build.platform for build in builds if build not in present]
+    if missing:
+        print(f"torchenv: WARNING: {name} is not built here for {', '.join(missing)}; the index lists only the platforms built", flush=True)
+    pushed = {}
+    for build in present:
+        image_id = tested_image(build, settings)
+        digest = push_tags(image_id, [f"{repository}:{names.platform_tag(name, build.arch)}"], registry, settings, compression)
+        pushed[build.platform] = platform_push(image_id, digest)
+    first = tested_image(present[0], settings)
+    return published_tags(first, present[0], matrix), pushed
+
+
+def make_index(repository: str, tags: list[str], sources: list[str]) -> str:
+    """One index (manifest list) of the SOURCES' images under every tag; returns its digest."""
+    for tag in tags:
+        try:
+            engine.get().imagetools_create(f"{repository}:{tag}", sources)
+        except TorchenvError as error:
+            raise TorchenvError(f"{error}; check that the registry {repository.split('/')[0]} runs, then rerun") from None
+    return str(index_manifest(f"{repository}:{tags[-1]}")["digest"])
+
+
+def index_manifest(reference: str) -> dict[str, object]:
+    """The registry's index (or manifest) for REFERENCE: its digest and the platforms it lists."""
+    return engine.get().imagetools_manifest(reference)
+
+
+def expected_labels(variant: Variant, settings: Settings) -> dict[str, str]:
+    lock = read_lock(variant, settings.lock_dir)
+    return names.identity_labels(
+        variant=variant.name,
+        torch=variant.torch,
+        torchvision=variant.torchvision,
+        torchaudio=variant.torchaudio,
+        cuda=variant.cuda,
+        python=variant.python,
+        lock_sha256=lock.sha256 if lock else None,
+    )
+
+
+def pull(variant: Variant, matrix: Matrix, settings: Settings, registry: str | None = None) -> str:
+    """Pulls the variant's recorded image for its platform by digest, checks it, and tags it
+    as a local build would."""
+    record = read_digests(settings).get(variant.name)
+    if record is None:
+        raise TorchenvError(
+            f"no pushed image of {variant.name} is recorded in {display_path(settings.digests_file)}; "
+            f"build it: invoke build --variant {variant.name}"
+        )
+    if variant.platform not in record.platforms:
+        raise TorchenvError(
+            f"the pushed {variant.name} has no {variant.platform} image, only {', '.join(record.platforms)}; "
+            f"pull one of those with --platform, or build it: invoke build --variant {variant.name} --platform {variant.platform}"
+        )
+    repository = f"{registry.rstrip('/')}/{settings.image_name}" if registry else record.repository
+    reference = f"{repository}@{record.platforms[variant.platform].digest}"
+    docker = engine.get()
+    existed = docker.image_id(reference) is not None
+    try:
+        image_id = docker.pull(reference, variant.platform)
+    except TorchenvError as error:
+        raise TorchenvError(f"{error}; check the registry and `docker login`, or build it: invoke build --variant {variant.name}") from None
+    problems = names.label_mismatches(docker.require_image(image_id).labels, expected_labels(variant, settings))
+    if problems:
+        if not existed:
+            docker.remove_image(reference)
+        raise TorchenvError(f"refusing {reference}: {'; '.join(problems)}; build it instead: invoke build --variant {variant.name}")
+    for tag in tags_for(image_id, variant, matrix):
+        docker.tag(image_id, f"{settings.image_name}:{tag}")
+    return reference
+
+
+def pull_first(variant: Variant, matrix: Matrix, settings: Settings) -> str | None:
+    """The pulled reference when a prebuilt image with the current lock exists, else None."""
+    record = read_digests(settings).get(variant.name)
+    lock = read_lock(variant, settings.lock_dir)
+    pushed = record.platforms.get(variant.platform) if record else None
+    if lock is None or pushed is None or pushed.lock_sha256 != lock.sha256:
+        return None
+    try:
+        return pull(variant, matrix, settings)
+    except TorchenvError as error:
+        print(f"torchenv: no usable prebuilt image ({error}); building instead", flush=True)
+        return None
