@@ -19,7 +19,7 @@ from typing import Any
 from invoke import Collection, Context, task
 
 from torchenv import PROJECT_ROOT
-from torchenv.commands import listing, progress
+from torchenv.commands import listing, progress, testrun
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.settings import Settings
@@ -199,23 +199,21 @@ def shell(c: Context, variant: str | None = None, platform: str = "") -> None:
 
 @task(
     help={
-        "variant": "also build+test only this variant's image (default: every variant buildable here)",
+        "variant": "after the unit tier, build and test only this variant's image (default: every variant buildable here)",
         "all": "every variant (the default, said explicitly)",
-        "unit": "unit tests only",
-    }
+        "unit": "the unit tier only (offline, no Docker; under a minute)",
+        "image": "test this existing image (tag or ID) as it is, nothing built or downloaded; repeatable",
+    },
+    iterable=["image"],
 )
 @one_line_errors
-def test(c: Context, variant: str | None = None, all: bool = False, unit: bool = False) -> None:
-    """Run the test suite: unit tests, then the images' testinfra checks, with progress per variant."""
+def test(c: Context, variant: str | None = None, all: bool = False, unit: bool = False, image: list[str] | None = None) -> None:
+    """Run the tests by tier: unit first (a failure stops the run), then Docker, images, registry."""
     if variant and all:
         raise TorchenvError("choose either --variant NAME or --all, not both")
-    args = [sys.executable, "-m", "pytest", "-ra"]
-    if unit:
-        args += ["tests/unit"]
-    elif variant:
+    if variant:
         matrix_of(settings_of(c)).get(variant)  # unknown names fail here, in one line
-        args += ["--variants", variant]
-    sys.exit(subprocess.run(args, cwd=PROJECT_ROOT).returncode)
+    sys.exit(testrun.run(testrun.tiers(unit_only=unit, variant=variant, images=tuple(image or ()))))
 
 
 @task

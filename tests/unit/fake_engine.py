@@ -35,6 +35,8 @@ class FakeEngine:
     cache: list[CacheRecord] = field(default_factory=list)
     registry: dict[str, str] = field(default_factory=dict)  # pushed repository:tag -> digest
     push_error: str | None = None
+    # What a pull finds: reference -> image ID (an image in `images`).
+    pullable: dict[str, str] = field(default_factory=dict)
 
     # --- images ----------------------------------------------------------------------
 
@@ -58,6 +60,8 @@ class FakeEngine:
     def _resolve(self, reference: str) -> str | None:
         if reference in self.images:
             return reference
+        if "@" in reference:
+            return self.tags.get(reference)
         if ":" not in reference.rsplit("/", 1)[-1]:
             reference += ":latest"
         return self.tags.get(reference)
@@ -123,7 +127,10 @@ class FakeEngine:
 
     def pull(self, reference: str, platform: str | None = None) -> str:
         self.calls.append(("pull", reference))
-        raise TorchenvError(f"pulling {reference} failed: the fake registry has nothing")
+        if reference not in self.pullable:
+            raise TorchenvError(f"pulling {reference} failed: manifest unknown")
+        self.tags[reference] = self.pullable[reference]
+        return self.pullable[reference]
 
     @contextmanager
     def saved(self, reference: str) -> Iterator[IO[bytes]]:

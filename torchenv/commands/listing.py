@@ -38,7 +38,7 @@ def markdown_table(matrix: Matrix) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in table)
 
 
-def ci_include(matrix: Matrix) -> list[dict[str, str]]:
+def ci_include(matrix: Matrix) -> list[dict[str, str | bool]]:
     """One CI job per variant (all its platforms), with what a job needs to name and set it up."""
     return [
         {
@@ -48,6 +48,8 @@ def ci_include(matrix: Matrix) -> list[dict[str, str]]:
             "python": v.python,
             "wheel_source": v.wheel_source,
             "platforms": ",".join(v.platforms),
+            # The default variant's job also runs the tiers that are not per variant.
+            "default": name == matrix.default_variant,
         }
         for name, v in matrix.variants.items()
     ]
