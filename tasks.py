@@ -19,7 +19,7 @@ from typing import Any
 from invoke import Collection, Context, task
 
 from torchenv import PROJECT_ROOT
-from torchenv.commands import listing, progress, testrun
+from torchenv.commands import host_tools, listing, progress, testrun
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.settings import Settings
@@ -239,6 +239,13 @@ def bench(c: Context, variants: str = "cu117,cu121", cold: bool = False) -> None
     sys.exit(subprocess.run(args, cwd=PROJECT_ROOT).returncode)
 
 
+@task(name="lock-tools")
+@one_line_errors
+def lock_tools(c: Context) -> None:
+    """Lock the host tools declared in pyproject.toml into requirements-dev.txt (uv, with hashes)."""
+    sys.exit(subprocess.run(host_tools.lock_command(), cwd=PROJECT_ROOT).returncode)
+
+
 @task(help={"folder": "where report.md and sizes.png go (default: docs/performance)"})
 @one_line_errors
 def report(c: Context, folder: str = "docs/performance") -> None:
@@ -254,5 +261,5 @@ def clean(c: Context) -> None:
     print(f"torchenv: removed {images} images and {records} build cache records")
 
 
-namespace = Collection(list_, matrix, lock, build, repro, push, pull, verify, train, shell, test, demo, bench, report, clean)
+namespace = Collection(list_, matrix, lock, lock_tools, build, repro, push, pull, verify, train, shell, test, demo, bench, report, clean)
 namespace.configure({"torchenv": {}})

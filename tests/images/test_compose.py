@@ -13,7 +13,7 @@ from ..helpers import compose_run
 
 
 def test_compose_train_writes_metrics_owned_by_the_user(image: str, variant: Variant, tmp_path: Path) -> None:
-    result = compose_run(tmp_path, "train", "train", "--epochs", "3", TORCHENV_VARIANT=variant.local_name)
+    result = compose_run(tmp_path, "train", "train", "--epochs", "3", TORCHENV_IMAGE=image)
     assert result.returncode == 0, result.stdout + result.stderr
     metrics_file = tmp_path / "out" / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
@@ -24,6 +24,6 @@ def test_compose_train_writes_metrics_owned_by_the_user(image: str, variant: Var
 
 def test_compose_verify_runs_offline_and_read_only(image: str, variant: Variant, tmp_path: Path) -> None:
     probe = "verify --no-compile && ! touch /probe 2>/dev/null && ! getent hosts example.com"
-    result = compose_run(tmp_path, "verify", "sh", "-c", probe, TORCHENV_VARIANT=variant.local_name)
+    result = compose_run(tmp_path, "verify", "sh", "-c", probe, TORCHENV_IMAGE=image)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout

@@ -36,7 +36,7 @@ def test_train_notices_ranks_that_diverge(container: TrackedContainer) -> None:
 def test_compose_two_nodes_train_one_model(image: str, variant: Variant, tmp_path: Path) -> None:
     """`docker compose run train-ddp`: node 1 in the foreground, node 0 as its dependency,
     on the project's own internal network; both report the same final checksum."""
-    env = {"TORCHENV_VARIANT": variant.local_name}
+    env = {"TORCHENV_IMAGE": image}
     try:
         node1 = compose_run(tmp_path, "train-ddp", **env)
         node0 = compose_command(tmp_path, "logs", "--no-color", "--no-log-prefix", "ddp-node0", **env)
