@@ -1,7 +1,7 @@
 """torchenv's command surface. Each task is a thin shell over the torchenv package.
 
 Run `invoke --list` (or ./invokew --list) to see them; settings come from TORCHENV_*
-variables or the `torchenv:` section of invoke.yaml (see torchenv/settings.py).
+variables or the `torchenv:` section of invoke.yaml (see torchenv/model/settings.py).
 """
 
 from __future__ import annotations

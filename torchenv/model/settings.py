@@ -17,23 +17,28 @@ SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/
 
 @dataclass(frozen=True)
 class Settings:
+    # The variant matrix every task reads.
     matrix: Path = PROJECT_ROOT / "images" / "matrix.toml"
     # Local image repository: variants are tagged <image_name>:<variant>.
     image_name: str = "torchenv"
     # Base URL of the PyTorch wheel index or a mirror of it; a variant whose
     # wheel_source is "pytorch-<channel>" installs from <pytorch_index>/<channel>.
     pytorch_index: str = ""
-    # CA bundle handed to pip as a BuildKit secret ("" = the system bundle, if any).
+    # CA bundle handed to the installers (uv, and pip for uv itself) as a BuildKit secret ("" = the system bundle, if any).
     ca_bundle: str = ""
     # Debian mirror for mmdebstrap ("" = mmdebstrap's default). A snapshot archive URL
     # (the archive frozen at a timestamp) makes the base repeatable; then set debian_snapshot.
     debian_mirror: str = ""
+    # Set it when debian_mirror is a snapshot archive: mmdebstrap then accepts its Release
+    # files, which are past their Valid-Until date by design.
     debian_snapshot: bool = False
     # Where the image says it came from (OCI label).
     source_url: str = "https://github.com/torchenv/torchenv"
     # BuildKit progress output: plain (streamed and read for errors), tty, auto or quiet.
     progress: str = "plain"
+    # Scratch space for build contexts, the base's root filesystem, zstd pushes and test records (git-ignored).
     work_dir: Path = PROJECT_ROOT / "build"
+    # The hash-locked dependency sets and the base's package lists.
     lock_dir: Path = PROJECT_ROOT / "images" / "locks"
     # Where `invoke push` records each variant's pushed digest (committed).
     digests_file: Path = PROJECT_ROOT / "images" / "digests.json"
