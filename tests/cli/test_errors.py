@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import PROJECT_ROOT
+from torchenv import PROJECT_ROOT, engine
 
 
 def run_invoke(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -20,10 +20,7 @@ def run_invoke(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def image_state() -> set[str]:
-    listing = subprocess.run(
-        ["docker", "image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}}@{{.ID}}"], capture_output=True, text=True, check=True
-    )
-    return set(listing.stdout.split())
+    return engine.get().references()
 
 
 CASES = [

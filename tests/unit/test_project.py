@@ -64,3 +64,41 @@ def test_invoke_matrix_feeds_the_workflow() -> None:
     assert [entry["variant"] for entry in include] == list(load_matrix().variants)
     workflow = (PROJECT_ROOT / ".github" / "workflows" / "images.yml").read_text()
     assert "invoke matrix" in workflow and "fromJson(needs.matrix.outputs.variants)" in workflow
+
+
+def python_sources() -> list[Path]:
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return [PROJECT_ROOT / name for name in tracked if (PROJECT_ROOT / name).exists()]
+
+
+def test_only_the_engine_calls_the_docker_cli() -> None:
+    """torchenv/engine is the one place that talks to Docker; everything else asks it."""
+    calls = re.compile(r"""\[\s*["']docker["']\s*,|["']docker["']\s*,\s*\*""")
+    offenders = [
+        str(path.relative_to(PROJECT_ROOT))
+        for path in python_sources()
+        if not path.is_relative_to(PROJECT_ROOT / "torchenv" / "engine")
+        and path.name != "test_engine_requests.py"
+        and calls.search(path.read_text())
+    ]
+    assert offenders == [], f"these call the docker CLI themselves; go through torchenv.engine: {offenders}"
+
+
+def test_dependencies_point_one_way() -> None:
+    """model <- engine, locking <- pipeline <- commands <- tasks.py; locking never builds
+    images, and nothing in torchenv or tasks.py imports bench/."""
+    layers = {"model": 0, "engine": 1, "locking": 1, "pipeline": 2, "commands": 3}
+    for path in (PROJECT_ROOT / "torchenv").rglob("*.py"):
+        parts = path.relative_to(PROJECT_ROOT / "torchenv").parts
+        if len(parts) < 2:
+            continue
+        mine = layers[parts[0]]
+        text = path.read_text()
+        imported_names = re.findall(r"^\s*(?:from|import) torchenv\.(\w+)", text, re.M)
+        imported_names += [name.strip() for group in re.findall(r"^\s*from torchenv import (.+)$", text, re.M) for name in group.split(",")]
+        for imported in imported_names:
+            assert layers.get(imported, -1) <= mine, f"{path.relative_to(PROJECT_ROOT)} imports torchenv.{imported}, which is above it"
+            if parts[0] == "locking":
+                assert imported not in ("engine", "pipeline"), f"{path.relative_to(PROJECT_ROOT)}: locking must not build images"
+    for path in [PROJECT_ROOT / "tasks.py", *(PROJECT_ROOT / "torchenv").rglob("*.py")]:
+        assert not re.search(r"^\s*(?:from|import) bench\b", path.read_text(), re.M), f"{path.relative_to(PROJECT_ROOT)} imports bench/"
