@@ -4,6 +4,7 @@ target, and the chart is a real PNG."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from bench import report
@@ -61,3 +62,40 @@ def test_report_writes_the_table_and_a_png(tmp_path: Path) -> None:
     table, png = report.write(tmp_path / "out", results)
     assert "| cu117 | venv: torch and the rest | 4500 MB | 2300 MB | 2000 MB |" in table.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def dockerfile_steps(path: Path) -> list[str]:
+    """Each RUN/ADD/COPY of a Dockerfile as the image history shows it ("RUN /bin/sh -c CMD"),
+    continuation lines joined and mount flags dropped."""
+    text = path.read_text().replace("\\\n", " ")
+    steps = []
+    for line in text.splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction in ("ADD", "COPY"):
+            steps.append(f"{instruction} {rest}")
+        elif instruction == "RUN":
+            command = " ".join(word for word in rest.split() if not word.startswith("--mount="))
+            steps.append(f"RUN /bin/sh -c {command}")
+    return steps
+
+
+def test_the_bench_names_every_layer_the_dockerfiles_make() -> None:
+    """The bench tells layers apart by the step that made them: an edit of a Dockerfile that
+    it would no longer recognise fails here, not silently in the report."""
+    from bench.performance import UV_CACHE_MOUNT, describe
+
+    root = Path(__file__).resolve().parents[2]
+    steps = dockerfile_steps(root / "docker" / "Dockerfile") + dockerfile_steps(root / "docker" / "base" / "Dockerfile")
+    named = {describe(step) for step in steps}
+    assert named == {
+        "Debian base (mmdebstrap)",
+        "base adapted (user, checks)",
+        "venv: NVIDIA libraries",
+        "venv: torch and the rest",
+        "venv check (writes nothing)",
+        "app (verify, train)",
+    } | {describe(step) for step in steps if "/opt/installer" in step}, steps
+    # The cold-build measurement empties uv's cache mount, found by its BuildKit description.
+    mounted, _, command = UV_CACHE_MOUNT.removeprefix("cached mount ").partition(" from exec /bin/sh -c ")
+    dockerfile = (root / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
+    assert re.search(rf"--mount=type=cache,id=torchenv-uv,target={re.escape(mounted)}\b.*\s{re.escape(command)}", dockerfile)
