@@ -36,6 +36,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from torchenv import PROJECT_ROOT, engine
+from torchenv.commands import performance
+from torchenv.commands.performance import BENCH_RESULTS as RESULTS
 from torchenv.engine import BuildRequest
 from torchenv.locking.locks import Lock
 from torchenv.model.matrix import Matrix, Variant, load_matrix
@@ -44,7 +46,6 @@ from torchenv.pipeline import compose, zstd_push
 from torchenv.pipeline.base import make_base, source_date_epoch
 from torchenv.pipeline.build import build_variant, image_tag, lock_for, requirements_context
 
-RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 WORK = PROJECT_ROOT / "bench" / ".work"
 APP_FILE = PROJECT_ROOT / "docker" / "app" / "torchenv_app" / "__init__.py"
 NAIVE_DOCKERFILE = PROJECT_ROOT / "bench" / "naive" / "Dockerfile"
@@ -336,46 +337,9 @@ def run_times(variant: Variant, settings: Settings, venv: Path) -> dict[str, flo
 
 
 # ---- the table -----------------------------------------------------------------------
+# The figures and their targets are torchenv/commands/performance.py's, shared with the docs.
 
-GB = 1e9
-
-
-def ratios(name: str, figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(variant, metric, measured, ratio or figure, target) rows; a target cell ends in
-    'met' or 'missed'."""
-    size = figures["sizes"]
-    rows = []
-
-    def row(metric: str, measured: str, value: float, target: float, kind: str = "le", unit: str = "x") -> None:
-        met = value <= target if kind == "le" else value >= target
-        bound = "<=" if kind == "le" else ">="
-        rows.append((name, metric, measured, f"{value:.2f}{unit}", f"{bound} {target:g}{unit}: {'met' if met else 'missed'}"))
-
-    row("image / naive image (uncompressed)", f"{size['image'] / GB:.2f} GB / {size['naive_image'] / GB:.2f} GB",
-        size["image"] / size["naive_image"], 0.95)  # fmt: skip
-    row("image - installed wheels (untrimmed)", f"{size['image'] / GB:.2f} GB - {size['wheels_installed'] / GB:.2f} GB",
-        (size["image"] - size["wheels_installed"]) / 1e6, 400, unit=" MB")  # fmt: skip
-    row("pushed (gzip) / naive pushed (gzip)", f"{size['gzip'] / GB:.2f} GB / {size['naive_gzip'] / GB:.2f} GB",
-        size["gzip"] / size["naive_gzip"], 0.9)  # fmt: skip
-    if size["zstd"]:
-        row("pushed (zstd 19) / naive pushed (gzip)", f"{size['zstd'] / GB:.2f} GB / {size['naive_gzip'] / GB:.2f} GB",
-            size["zstd"] / size["naive_gzip"], 0.9)  # fmt: skip
-    times = figures["times"]
-    if "cold_build" in times:
-        floor = times["floor_download"] + times["floor_install"]
-        row("cold build / floor (download + uv install)",
-            f"{times['cold_build']:.0f} s / ({times['floor_download']:.0f} s + {times['floor_install']:.0f} s)",
-            times["cold_build"] / floor, 1.3)  # fmt: skip
-    row("rebuild after editing the demo", f"{times['demo_edit_rebuild']:.1f} s", times["demo_edit_rebuild"], 10, unit=" s")
-    row("no-op rebuild", f"{times['no_op_rebuild']:.1f} s", times["no_op_rebuild"], 5, unit=" s")
-    row("docker compose run verify (CPU)", f"{times['compose_verify']:.1f} s", times["compose_verify"], 8, unit=" s")
-    row("import torch: container / host",
-        f"{times['import_torch_container']:.2f} s / {times['import_torch_host']:.2f} s",
-        times["import_torch_container"] / times["import_torch_host"], 1.1)  # fmt: skip
-    row("training throughput: container / host",
-        f"{times['train_samples_per_s_container']:.0f} / {times['train_samples_per_s_host']:.0f} samples/s",
-        times["train_samples_per_s_container"] / times["train_samples_per_s_host"], 0.97, kind="ge")  # fmt: skip
-    return rows
+ratios = performance.rows
 
 
 def markdown(results: dict[str, Any]) -> str:

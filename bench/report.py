@@ -4,13 +4,13 @@ image size per variant and layer (matplotlib), written into one folder."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench.performance import GB, RESULTS, markdown
-from torchenv import PROJECT_ROOT
+from bench.performance import RESULTS, markdown
+from torchenv import PROJECT_ROOT, display_path
+from torchenv.commands.performance import GB, load_results
 
 # Stacked from the bottom, in the order the layers are made.
 LAYER_COLOURS = {
@@ -22,9 +22,7 @@ LAYER_COLOURS = {
 
 
 def load(results: Path = RESULTS) -> dict[str, Any]:
-    if not results.exists():
-        raise FileNotFoundError(f"{results}: no bench results yet; run ./invokew bench first")
-    return json.loads(results.read_text())
+    return load_results(results)
 
 
 def layer_table(results: dict[str, Any]) -> str:
@@ -99,7 +97,7 @@ def main() -> None:
     except FileNotFoundError as error:
         print(f"torchenv: error: {error}", file=sys.stderr)
         sys.exit(1)
-    print(f"torchenv: wrote {', '.join(str(path.relative_to(PROJECT_ROOT)) for path in written)}")
+    print(f"torchenv: wrote {', '.join(display_path(path) for path in written)}")
 
 
 if __name__ == "__main__":

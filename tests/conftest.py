@@ -25,6 +25,7 @@ TIERS = {
     "locks": ("docker", "image", "network"),
     "registry": ("docker", "image", "registry"),
     "network": ("network",),
+    "offline": ("docker", "image"),
 }
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.performance import ratios
 from torchenv import PROJECT_ROOT
-from torchenv.commands import docsgen
+from torchenv.commands import docsgen, performance
 from torchenv.model.settings import Settings
 
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
@@ -120,38 +119,10 @@ def test_table_cells_do_not_break_markdown() -> None:
 
 # ---- performance -------------------------------------------------------------------------
 
+
 # docsgen's metric names -> bench/performance.py's, for the same figure.
-BENCH_METRIC = {
-    "image / naive single-stage image (uncompressed)": "image / naive image (uncompressed)",
-    "image - installed size of the locked wheels (untrimmed)": "image - installed wheels (untrimmed)",
-    "pushed with zstd 19 (the default) / naive pushed with gzip": "pushed (zstd 19) / naive pushed (gzip)",
-    "pushed with gzip (`--compression gzip`) / naive pushed with gzip": "pushed (gzip) / naive pushed (gzip)",
-    "cold build / floor (download + uv install)": "cold build / floor (download + uv install)",
-    "rebuild after editing the demo": "rebuild after editing the demo",
-    "no-op rebuild": "no-op rebuild",
-    "`docker compose run verify` (CPU)": "docker compose run verify (CPU)",
-    "`import torch`: container / host, same wheels": "import torch: container / host",
-    "training throughput: container / host, same wheels": "training throughput: container / host",
-}
-
-
-def test_docs_judge_every_figure_as_the_bench_does() -> None:
-    """The targets live in bench/performance.py; docsgen may not import bench, so it repeats them."""
-    results = docsgen.load_results()
-    assert [figure.metric for figure in docsgen.FIGURES] == list(BENCH_METRIC)
-    for name, figures in results["variants"].items():
-        bench = {metric: target for _, metric, _, _, target in ratios(name, figures)}
-        for figure, values in docsgen.measured(results):
-            value = values[name]
-            if value is None:
-                assert BENCH_METRIC[figure.metric] not in bench, f"{name}: docsgen misses {figure.metric}"
-                continue
-            ours = f"{figure.bound()}: {'met' if figure.met(value[1]) else 'missed'}"
-            assert ours == bench[BENCH_METRIC[figure.metric]], f"{name}: {figure.metric}"
-
-
 def test_a_figure_not_measured_shows_as_a_dash_or_not_at_all() -> None:
-    full = docsgen.load_results()
+    full = performance.load_results()
     cu117, cu121 = (full["variants"][name] for name in ("cu117", "cu121"))
     no_cold = {key: value for key, value in cu121["times"].items() if key != "cold_build"}
     partial = {
@@ -166,6 +137,6 @@ def test_a_figure_not_measured_shows_as_a_dash_or_not_at_all() -> None:
 
 
 def test_a_target_met_by_some_variants_names_them() -> None:
-    figure = docsgen.Figure("x", lambda s, t: None, 10, " s")
-    assert docsgen.verdict(figure, {"a": ("3 s", 3), "b": ("15 s", 15), "c": None}) == "<= 10 s: met on a"
-    assert docsgen.verdict(figure, {"a": ("11 s", 11)}) == "<= 10 s: missed"
+    figure = performance.Figure("x", lambda s, t: None, 10, " s")
+    assert performance.verdict(figure, {"a": ("3 s", 3), "b": ("15 s", 15), "c": None}) == "<= 10 s: met on a"
+    assert performance.verdict(figure, {"a": ("11 s", 11)}) == "<= 10 s: missed"
