@@ -41,6 +41,7 @@ from torchenv.commands.performance import BENCH_RESULTS as RESULTS
 from torchenv.engine import BuildRequest
 from torchenv.locking.locks import Lock
 from torchenv.model.matrix import Matrix, Variant, load_matrix
+from torchenv.model.records import BenchResults, VariantFigures
 from torchenv.model.settings import Settings
 from torchenv.pipeline import compose, zstd_push
 from torchenv.pipeline.base import make_base, source_date_epoch
@@ -342,9 +343,9 @@ def run_times(variant: Variant, settings: Settings, venv: Path) -> dict[str, flo
 ratios = performance.rows
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: BenchResults) -> str:
     lines = ["| variant | metric | measured | ratio / figure | target |", "| --- | --- | --- | --- | --- |"]
-    for name, figures in results["variants"].items():
+    for name, figures in results.variants.items():
         lines += ["| " + " | ".join(row) + " |" for row in ratios(name, figures)]
     return "\n".join(lines)
 
@@ -358,11 +359,12 @@ def main() -> None:
     matrix = load_matrix(settings.matrix)
     compose.prepare()
     WORK.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "variants": {}}
+    measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # A run for some variants keeps the others' figures.
+    earlier = performance.load_results().variants if RESULTS.exists() else {}
+    results = BenchResults(measured, dict(earlier))
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
     steps = ["build", "rebuilds", "floor"] + (["cold build"] if args.cold else []) + ["sizes", "run times"]
-    if RESULTS.exists():  # a run for some variants keeps the others' figures
-        results["variants"] = json.loads(RESULTS.read_text())["variants"]
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("bench", total=len(names) * len(steps))
         for name in names:
@@ -384,16 +386,15 @@ def main() -> None:
                 times["cold_build"] = cold_build(variant, matrix, settings)
                 progress.advance(task)
             progress.update(task, description=f"{name}: sizes (naive image, pushes)")
-            figures = {"sizes": sizes(variant, settings, lock)}
+            measured_sizes = sizes(variant, settings, lock)
             progress.advance(task)
             progress.update(task, description=f"{name}: verify, import torch, training throughput")
             times |= run_times(variant, settings, venv)
             progress.advance(task)
-            figures["times"] = times
-            results["variants"][name] = figures | {"measured": results["measured"]}
+            results.variants[name] = VariantFigures(measured, measured_sizes, times)
             shutil.rmtree(venv.parent, ignore_errors=True)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # after each variant: a crash keeps what was measured
+            RESULTS.write_text(json.dumps(results.to_json(), indent=2) + "\n")  # after each variant: a crash keeps what was measured
     print(markdown(results))
     print(f"\n(results in {RESULTS.relative_to(PROJECT_ROOT)}; `invoke report` makes the table and chart)")
 

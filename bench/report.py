@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from bench.performance import RESULTS, markdown
 from torchenv import PROJECT_ROOT, display_path
 from torchenv.commands.performance import GB, load_results
+from torchenv.model.records import BenchResults
 
 # Stacked from the bottom, in the order the layers are made.
 LAYER_COLOURS = {
@@ -21,20 +21,20 @@ LAYER_COLOURS = {
 }
 
 
-def load(results: Path = RESULTS) -> dict[str, Any]:
+def load(results: Path = RESULTS) -> BenchResults:
     return load_results(results)
 
 
-def layer_table(results: dict[str, Any]) -> str:
+def layer_table(results: BenchResults) -> str:
     lines = ["| variant | layer | uncompressed | gzip (as pushed) | zstd 19 |", "| --- | --- | --- | --- | --- |"]
-    for name, figures in results["variants"].items():
-        for layer in figures["sizes"]["layers"]:
+    for name, figures in results.variants.items():
+        for layer in figures.sizes["layers"]:
             zstd = f"{layer['zstd'] / 1e6:.0f} MB" if layer.get("zstd") else "-"
             lines.append(f"| {name} | {layer['step']} | {layer['uncompressed'] / 1e6:.0f} MB | {layer['gzip'] / 1e6:.0f} MB | {zstd} |")
     return "\n".join(lines)
 
 
-def chart(results: dict[str, Any], target: Path) -> None:
+def chart(results: BenchResults, target: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display here, nor in CI
@@ -43,8 +43,8 @@ def chart(results: dict[str, Any], target: Path) -> None:
     figure, axis = plt.subplots(figsize=(9, 4.5))
     labels, position = [], 0.0
     seen: set[str] = set()
-    for name, figures in results["variants"].items():
-        size = figures["sizes"]
+    for name, figures in results.variants.items():
+        size = figures.sizes
         bars = [
             # Layers under 1 MB (the app, metadata) would only crowd the legend.
             (f"{name}\ntorchenv", [(layer["step"], layer["uncompressed"]) for layer in size["layers"] if layer["uncompressed"] >= 1e6]),
@@ -66,7 +66,7 @@ def chart(results: dict[str, Any], target: Path) -> None:
         position += 0.6
     axis.set_xticks([p for p, _ in labels], [label for _, label in labels], fontsize=7)
     axis.set_ylabel("GB")
-    axis.set_title(f"Image size per variant and layer (measured {results['measured']})")
+    axis.set_title(f"Image size per variant and layer (measured {results.measured})")
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     figure.savefig(target, dpi=120)
@@ -79,7 +79,7 @@ def write(folder: Path, results_file: Path = RESULTS) -> list[Path]:
     table = folder / "report.md"
     png = folder / "sizes.png"
     table.write_text(
-        f"# torchenv performance (measured {results['measured']})\n\n"
+        f"# torchenv performance (measured {results.measured})\n\n"
         "Made by `./invokew bench` (bench/performance.py) and `./invokew report`; each figure is "
         "measured side by side with its baseline in the same run.\n\n"
         f"{markdown(results)}\n\n## Size per layer\n\n{layer_table(results)}\n\n![Image size per variant and layer](sizes.png)\n"

@@ -3,6 +3,7 @@ torchenv/commands/docsgen.py makes from its source, and every relative link lead
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from torchenv import PROJECT_ROOT
 from torchenv.commands import docsgen, performance
+from torchenv.model.records import BenchResults
 from torchenv.model.settings import Settings
 
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
@@ -120,20 +122,15 @@ def test_table_cells_do_not_break_markdown() -> None:
 # ---- performance -------------------------------------------------------------------------
 
 
-# docsgen's metric names -> bench/performance.py's, for the same figure.
 def test_a_figure_not_measured_shows_as_a_dash_or_not_at_all() -> None:
     full = performance.load_results()
-    cu117, cu121 = (full["variants"][name] for name in ("cu117", "cu121"))
-    no_cold = {key: value for key, value in cu121["times"].items() if key != "cold_build"}
-    partial = {
-        "measured": "then",
-        "variants": {"cu117": cu117, "cu121": cu121 | {"times": no_cold, "sizes": cu121["sizes"] | {"zstd": 0}}},
-    }
-    table = docsgen.performance_table(partial)
+    cu117, cu121 = (full.variants[name] for name in ("cu117", "cu121"))
+    no_cold = {key: value for key, value in cu121.times.items() if key != "cold_build"}
+    partial_cu121 = dataclasses.replace(cu121, times=no_cold, sizes=cu121.sizes | {"zstd": 0})
+    table = docsgen.performance_table(BenchResults("then", {"cu117": cu117, "cu121": partial_cu121}))
     assert "| cold build / floor (download + uv install) | 55 / (17 + 7) s = 2.33x | - | <= 1.3x: missed |" in table
     assert "| pushed with zstd 19 (the default) / naive pushed with gzip | 1.58 / 2.46 GB = 0.64x | - | <= 0.9x: met |" in table
-    only_cu121 = {"measured": "then", "variants": {"cu121": partial["variants"]["cu121"]}}
-    assert "cold build" not in docsgen.performance_table(only_cu121)
+    assert "cold build" not in docsgen.performance_table(BenchResults("then", {"cu121": partial_cu121}))
 
 
 def test_a_target_met_by_some_variants_names_them() -> None:

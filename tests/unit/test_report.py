@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench import report
 from bench.performance import markdown
+from torchenv.model.records import BenchResults
 
 LAYERS = [
     {"step": "Debian base (mmdebstrap)", "uncompressed": 440e6, "gzip": 150e6, "zstd": 120e6},
@@ -46,7 +47,7 @@ RESULTS = {
 
 
 def test_table_judges_every_target() -> None:
-    table = markdown(RESULTS)
+    table = markdown(BenchResults.from_json(RESULTS))
     rows = {line.split(" | ")[1]: line for line in table.splitlines()[2:]}
     assert "1.05x | <= 0.95x: missed" in rows["image / naive single-stage image (uncompressed)"]
     assert "540.00 MB | <= 400 MB: missed" in rows["image - installed size of the locked wheels (untrimmed)"]

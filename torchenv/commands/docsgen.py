@@ -13,7 +13,7 @@ import ast
 import inspect
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from torchenv import display_path
 from torchenv.commands import listing
 from torchenv.commands.performance import load_results, measured, verdict
 from torchenv.model.matrix import load_matrix
+from torchenv.model.records import BenchResults
 from torchenv.model.settings import Settings
 
 SETTINGS_SOURCE = Path(inspect.getsourcefile(Settings) or "settings.py")
@@ -109,11 +110,11 @@ def settings_table(source: Path = SETTINGS_SOURCE) -> str:
 # ---- performance -------------------------------------------------------------------------
 
 
-def performance_table(results: Mapping[str, Any] | None = None) -> str:
+def performance_table(results: BenchResults | None = None) -> str:
     results = load_results() if results is None else results
-    names = list(results["variants"])
+    names = list(results.variants)
     lines = [
-        f"Measured {results['measured']} (`bench/results/latest.json`).",
+        f"Measured {results.measured} (`bench/results/latest.json`).",
         "",
         "| metric | " + " | ".join(names) + " | target |",
         "| --- | " + " | ".join("---" for _ in names) + " | --- |",

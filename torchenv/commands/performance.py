@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from torchenv import PROJECT_ROOT
+from torchenv.model.records import BenchResults, VariantFigures
 
 BENCH_RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 GB = 1e9
@@ -92,16 +93,15 @@ FIGURES = (
 )
 
 
-def load_results(path: Path = BENCH_RESULTS) -> dict[str, Any]:
+def load_results(path: Path = BENCH_RESULTS) -> BenchResults:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no bench results yet; run ./invokew bench first")
-    return json.loads(path.read_text())
+    return BenchResults.from_json(json.loads(path.read_text()))
 
 
-def measured(results: Mapping[str, Any]) -> list[tuple[Figure, dict[str, tuple[str, float] | None]]]:
+def measured(results: BenchResults) -> list[tuple[Figure, dict[str, tuple[str, float] | None]]]:
     """Each figure with its (cell, value) per variant, None where that variant lacks it."""
-    variants = results["variants"]
-    return [(figure, {name: figure.measure(v["sizes"], v["times"]) for name, v in variants.items()}) for figure in FIGURES]
+    return [(figure, {name: figure.measure(v.sizes, v.times) for name, v in results.variants.items()}) for figure in FIGURES]
 
 
 def verdict(figure: Figure, values: Mapping[str, tuple[str, float] | None]) -> str:
@@ -115,12 +115,12 @@ def verdict(figure: Figure, values: Mapping[str, tuple[str, float] | None]) -> s
     return f"{figure.bound()}: {outcome}"
 
 
-def rows(name: str, figures: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+def rows(name: str, figures: VariantFigures) -> list[tuple[str, str, str, str, str]]:
     """One variant's (variant, metric, measured, ratio or figure, target) rows, the figures
     it has; a target cell ends in 'met' or 'missed'."""
     found = []
     for figure in FIGURES:
-        value = figure.measure(figures["sizes"], figures["times"])
+        value = figure.measure(figures.sizes, figures.times)
         if value is not None:
             cell, judged = value
             outcome = "met" if figure.met(judged) else "missed"

@@ -118,3 +118,33 @@ class ReproReport:
 
     def lines(self) -> list[str]:
         return [line for comparison in self.comparisons for line in comparison.lines()]
+
+
+@dataclass(frozen=True)
+class VariantFigures:
+    """What the bench measured of one variant: sizes in bytes (with a row per layer), times
+    in seconds and throughputs in samples per second."""
+
+    measured: str
+    sizes: dict[str, Any]
+    times: dict[str, float]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VariantFigures:
+        return cls(data.get("measured", ""), dict(data["sizes"]), dict(data["times"]))
+
+
+@dataclass(frozen=True)
+class BenchResults:
+    """bench/results/latest.json: when the last run was, and each variant's figures (a run
+    for some variants keeps the others')."""
+
+    measured: str
+    variants: dict[str, VariantFigures]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchResults:
+        return cls(data["measured"], {name: VariantFigures.from_json(figures) for name, figures in data["variants"].items()})
