@@ -43,14 +43,20 @@ def settings_with_test_ca(folder: Path) -> Settings:
 
 
 def plant_registry_login(folder: Path) -> None:
-    """Points DOCKER_CONFIG at a copy of the user's Docker config with one more login, for
-    this process and the engine calls it makes."""
+    """Points DOCKER_CONFIG at FOLDER: the user's Docker config with one more login, and
+    everything else of theirs (contexts, CLI plugins, buildx builders) linked as it is,
+    for this process, the engine calls it makes and the tools it starts."""
     original = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
+    if original.resolve() == folder.resolve():
+        return  # a test run started by a test run: planted already
     config = json.loads((original / "config.json").read_text()) if (original / "config.json").exists() else {}
     login = base64.b64encode(f"torchenv-canary:{secrets.token_hex(16)}".encode()).decode()
     config.setdefault("auths", {})[CANARY_REGISTRY] = {"auth": login}
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config))
-    if (original / "cli-plugins").is_dir():
-        shutil.copytree(original / "cli-plugins", folder / "cli-plugins", symlinks=True, dirs_exist_ok=True)
+    if original.is_dir():
+        for entry in original.iterdir():
+            if entry.name != "config.json":
+                (folder / entry.name).symlink_to(entry.resolve())
     os.environ["DOCKER_CONFIG"] = str(folder)

@@ -49,13 +49,26 @@ def pytest_configure(config: pytest.Config) -> None:
         plant_registry_login(Path(config.rootpath) / "build" / "test-docker-config")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(item.path).relative_to(HERE).parts[0]
         for marker in TIERS.get(folder, ()):
             item.add_marker(marker)
         if "gpu" in item.keywords and "unit" in item.keywords:
             raise pytest.UsageError(f"{item.nodeid}: a unit test cannot need a GPU")
+    # A test built on certain variants' images (needs_variants) runs when they are selected:
+    # not with --variants naming others, and not with --image, which builds nothing.
+    chosen = {name.strip() for name in config.getoption("--variants").split(",") if name.strip()}
+    given = bool(config.getoption("--image"))
+
+    def selected(item: pytest.Item) -> bool:
+        needs = {name for marker in item.iter_markers("needs_variants") for name in marker.args}
+        return not needs or (not given and (not chosen or needs <= chosen))
+
+    dropped = [item for item in items if not selected(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if selected(item)]
 
 
 @pytest.hookimpl(wrapper=True)

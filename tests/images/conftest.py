@@ -79,13 +79,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             matrix.get(name)  # an unknown name fails here, in one line
         # Every platform of each variant: the arm64 cpu image runs emulated on an amd64 host.
         under_test = [ImageUnderTest(variant) for variant in matrix.every_build() if variant.name in names]
-    # A test marked for CUDA variants (or for bases made here) is not collected for the
-    # others: there is nothing for it to check there, and a skip would not be a pass.
-    if metafunc.definition.get_closest_marker("cuda_only"):
-        under_test = [entry for entry in under_test if entry.variant.is_cuda]
-    if metafunc.definition.get_closest_marker("mmdebstrap_base"):
-        under_test = [entry for entry in under_test if entry.variant.debian_suite]
     metafunc.parametrize("under_test", under_test, ids=[entry.id for entry in under_test], scope="session")
+
+
+def applies(item: pytest.Item) -> bool:
+    """A test marked for CUDA variants (or for bases made here) has nothing to check in the others."""
+    callspec = getattr(item, "callspec", None)
+    entry = callspec.params.get("under_test") if callspec else None
+    if entry is None:
+        return True
+    if item.get_closest_marker("cuda_only") and not entry.variant.is_cuda:
+        return False
+    return not (item.get_closest_marker("mmdebstrap_base") and not entry.variant.debian_suite)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Such a test is deselected for the variants it does not apply to: a skip would not be a pass."""
+    dropped = [item for item in items if not applies(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if applies(item)]
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ def run_in(
     mounts: dict[str, tuple[str, str]] | None = None,
     platform: str | None = None,
 ) -> RunResult:
-    return engine.get().run(image, command, RunOptions(platform=platform, environment=env or {}, volumes=mounts or {}))
+    return engine.get().run(image, command, RunOptions(platform=platform, environment=env or {}, volumes=mounts or {}), timeout=300)
 
 
 def gate(image: str, variant: Variant, **overrides: str) -> RunResult:

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from torchenv import engine
+from torchenv.engine import RunOptions
 from torchenv.model.matrix import Variant
 from torchenv.model.settings import Settings
+from torchenv.pipeline.base import base_reference
 
 from ..secret_scan import ScanResult, scan_saved_image
 from .conftest import TrackedContainer
@@ -46,8 +48,13 @@ def host_secrets() -> list[bytes]:
 def needles(variant: Variant, settings: Settings, container: TrackedContainer) -> Needles:
     bundle = settings.ca_bundle_path()
     assert bundle is not None, "the host has no CA bundle; nothing was handed to the build"
-    # The image's own system bundle is the base's (Debian's public one): no layer above touches it.
-    base_bundle = container.host.check_output(f"cat {CA_FILE}")
+    # Debian's public bundle, from the base the image was built on; an image given with
+    # --image whose base is not here can only be compared with its own copy of it.
+    base = base_reference(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
+    if engine.get().image(base) is not None:
+        base_bundle = engine.get().output_of(base, ["cat", CA_FILE], RunOptions(platform=variant.platform))
+    else:
+        base_bundle = container.host.check_output(f"cat {CA_FILE}")
     certifi_bundles = container.host.check_output("cat $(find /opt/venv -name cacert.pem)")
     host_only = certificates(bundle.read_text()) - certificates(base_bundle) - certificates(certifi_bundles)
     # One 64-character line from the middle of each such certificate is distinctive enough.

@@ -25,6 +25,8 @@ from torchenv.pipeline.build import build_variant
 
 VARIANT = "cu117"
 
+pytestmark = pytest.mark.needs_variants("cu117")
+
 
 def image_state() -> set[str]:
     return engine.get().references()

@@ -9,10 +9,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from torchenv import PROJECT_ROOT
 from torchenv.model.matrix import load_matrix
 from torchenv.model.settings import Settings
 from torchenv.pipeline.build import image_tag
+
+pytestmark = pytest.mark.needs_variants("cu117")
 
 # Every HTTP(S) request of the test process goes to a proxy that is not there.
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}

@@ -32,6 +32,8 @@ from ..helpers import compose_run
 
 VARIANT = "cu117"
 
+pytestmark = pytest.mark.needs_variants("cu117")
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -195,6 +197,7 @@ def listed_platforms(reference: str) -> list[str]:
     return sorted(f"{entry['platform']['os']}/{entry['platform']['architecture']}" for entry in manifest["manifests"])
 
 
+@pytest.mark.needs_variants("cu117", "cpu")
 def test_multi_platform_variant_is_pushed_as_one_index(
     settings: Settings, tested_arm64_image: str, local_registry: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -99,3 +99,25 @@ def test_a_saved_archive_reads_as_a_stream_from_its_chunks() -> None:
     with tarfile.open(fileobj=io.BufferedReader(ChunkReader(chunks)), mode="r|") as archive:
         found = [(member.name, len(archive.extractfile(member).read())) for member in archive]  # type: ignore[union-attr]
     assert found == [("blobs/sha256/abc", 70_000)]
+
+
+def test_engine_failures_become_one_line_errors() -> None:
+    import docker.errors
+    import requests
+
+    from torchenv.engine.docker_engine import DAEMON_DOWN, translated
+    from torchenv.errors import TorchenvError
+
+    down = translated(requests.exceptions.ConnectionError("connection refused"), "listing images")
+    assert isinstance(down, TorchenvError) and str(down) == " ".join(DAEMON_DOWN.split())
+    slow = translated(requests.exceptions.ReadTimeout("read timed out"), "saving x")
+    assert str(slow).startswith("saving x failed: the Docker daemon did not answer within")
+    said = translated(docker.errors.APIError("500", explanation="no space left on device"), "tagging x")
+    assert str(said) == "tagging x failed: no space left on device"
+    own = OSError(28, "No space left on device")
+    assert translated(own, "saving x") is own, "the caller's own failures stay what they are"
+
+
+def test_a_device_list_stays_one_field() -> None:
+    assert gpu_request('"device=0,1"')["DeviceIDs"] == ["0", "1"]
+    assert RunOptions(gpus="device=0,1").cli_flags()[-2:] == ["--gpus", '"device=0,1"']

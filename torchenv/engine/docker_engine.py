@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import docker
 import docker.errors
 import docker.types
+import requests
 
-import docker
 from torchenv.engine.requests import HARDENED_TMPFS, BuildRequest, BuildResult, CacheRecord, ImageFacts, RunOptions, RunResult
 from torchenv.errors import TorchenvError
 
@@ -72,12 +73,8 @@ class DockerEngine:
             yield
         except TorchenvError:
             raise
-        except docker.errors.APIError as error:
-            raise TorchenvError(f"{doing} failed: {api_reason(error)}") from None
-        except docker.errors.DockerException as error:
-            raise TorchenvError(f"{doing} failed: {api_reason(error)}") from None
-        except OSError:  # the connection went away (requests' ConnectionError is an OSError)
-            raise TorchenvError(DAEMON_DOWN) from None
+        except Exception as error:
+            raise translated(error, doing) from None
 
     def require(self) -> None:
         """Fails in one line unless the daemon answers and buildx is there."""
@@ -102,14 +99,10 @@ class DockerEngine:
     def image(self, reference: str) -> ImageFacts | None:
         try:
             attrs = self.client.api.inspect_image(reference)
-        except docker.errors.ImageNotFound:
+        except docker.errors.NotFound:
             return None
-        except docker.errors.APIError as error:
-            if error.status_code == 404:
-                return None
-            raise TorchenvError(f"inspecting {reference} failed: {api_reason(error)}") from None
-        except OSError:
-            raise TorchenvError(DAEMON_DOWN) from None
+        except Exception as error:
+            raise translated(error, f"inspecting {reference}") from None
         config = attrs.get("Config") or {}
         return ImageFacts(
             id=attrs["Id"],
@@ -169,12 +162,10 @@ class DockerEngine:
         try:
             self.client.api.remove_image(reference, force=force)
             return True
-        except docker.errors.ImageNotFound:
+        except docker.errors.NotFound:
             return False
-        except docker.errors.APIError as error:
-            if error.status_code == 404:
-                return False
-            raise TorchenvError(f"removing {reference} failed: {api_reason(error)}") from None
+        except Exception as error:
+            raise translated(error, f"removing {reference}") from None
 
     def history(self, reference: str) -> list[tuple[str, int]]:
         """(the step that made it, size in bytes) of each history entry, newest first."""
@@ -211,10 +202,17 @@ class DockerEngine:
 
     @contextmanager
     def saved(self, reference: str) -> Iterator[IO[bytes]]:
-        """The `docker save` archive of REFERENCE as a stream, read as it comes."""
+        """The `docker save` archive of REFERENCE as a stream, read as it comes and closed when
+        the block ends. The engine's failures while reading are one-line errors; the caller's
+        own (a full disk, say) stay what they are."""
         with self._translated(f"saving {reference}"):
             chunks = self.client.api.get_image(reference, chunk_size=1 << 20)
-            yield io.BufferedReader(ChunkReader(chunks), 1 << 20)
+        try:
+            yield io.BufferedReader(ChunkReader(chunks, f"saving {reference}"), 1 << 20)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
 
     def save(self, reference: str, path: Path) -> None:
         with self.saved(reference) as stream, open(path, "wb") as archive:
@@ -298,10 +296,12 @@ class DockerEngine:
             config["device_requests"] = [gpu_request(options.gpus)]
         return {key: value for key, value in config.items() if value is not None}
 
-    def run(self, image: str, command: Sequence[str], options: RunOptions | None = None, echo: bool = False) -> RunResult:
-        """Runs COMMAND in a throwaway container and waits for it; ECHO streams its output to
-        stderr as it comes. The container is removed whatever happens."""
-        with self._translated(f"running {image[:40]}"):
+    def run(
+        self, image: str, command: Sequence[str], options: RunOptions | None = None, echo: bool = False, timeout: float | None = None
+    ) -> RunResult:
+        """Runs COMMAND in a throwaway container and waits for it (at most TIMEOUT seconds);
+        ECHO streams its output to stderr as it comes. The container is removed whatever happens."""
+        with self._translated(f"running `{' '.join(command)[:60]}` in {image[:40]}"):
             config = self._container_config(options or RunOptions())
             container = self.client.containers.create(image, list(command), detach=True, **config)
             try:
@@ -310,7 +310,10 @@ class DockerEngine:
                     for chunk in container.logs(stream=True, follow=True):
                         sys.stderr.write(chunk.decode(errors="replace"))
                         sys.stderr.flush()
-                exit_code = int(container.wait(timeout=None)["StatusCode"])
+                try:
+                    exit_code = int(container.wait(timeout=timeout)["StatusCode"])
+                except requests.exceptions.ConnectionError:  # the wait's read timed out
+                    raise TorchenvError(f"`{' '.join(command)[:60]}` did not finish within {timeout} s in {image[:40]}") from None
                 stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
                 stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
                 output = container.logs().decode(errors="replace")
@@ -327,9 +330,15 @@ class DockerEngine:
         return result.stdout
 
     def start(self, image: str, command: Sequence[str], options: RunOptions | None = None) -> str:
-        """Starts a detached container; returns its ID. The caller removes it (remove_container)."""
+        """Starts a detached container; returns its ID. The caller removes it (remove_container);
+        a container that fails to start is removed here."""
         with self._translated(f"starting a container of {image[:40]}"):
-            container = self.client.containers.run(image, list(command), detach=True, **self._container_config(options or RunOptions()))
+            container = self.client.containers.create(image, list(command), detach=True, **self._container_config(options or RunOptions()))
+            try:
+                container.start()
+            except BaseException:
+                container.remove(force=True)
+                raise
         return str(container.id)
 
     def remove_container(self, container_id: str) -> None:
@@ -337,6 +346,8 @@ class DockerEngine:
             self.client.api.remove_container(container_id, force=True)
         except docker.errors.NotFound:
             pass
+        except Exception as error:
+            raise translated(error, f"removing container {container_id[:12]}") from None
 
     def container_ids(self, filters: Mapping[str, str | list[str]]) -> set[str]:
         with self._translated("listing containers"):
@@ -379,22 +390,35 @@ class DockerEngine:
         return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=600)
 
 
+def translated(error: Exception, doing: str) -> Exception:
+    """An SDK or connection failure as one line: the daemon not answering, a time-out, or
+    what the daemon said; anything else stays as it is."""
+    if isinstance(error, requests.exceptions.Timeout):
+        return TorchenvError(f"{doing} failed: the Docker daemon did not answer within {HTTP_TIMEOUT_S} s; check `docker info`, then retry")
+    if isinstance(error, requests.exceptions.ConnectionError | ConnectionRefusedError | FileNotFoundError):
+        return TorchenvError(DAEMON_DOWN)
+    if isinstance(error, docker.errors.DockerException | requests.exceptions.RequestException):
+        return TorchenvError(f"{doing} failed: {api_reason(error)}")
+    return error
+
+
 def gpu_request(gpus: str) -> docker.types.DeviceRequest:
     """`--gpus` as a device request: "all", a count, or "device=0,1"."""
     if gpus == "all":
         return docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])
     if gpus.isdigit():
         return docker.types.DeviceRequest(count=int(gpus), capabilities=[["gpu"]])
-    devices = gpus.removeprefix("device=").strip('"').split(",")
+    devices = gpus.strip('"').removeprefix("device=").split(",")
     return docker.types.DeviceRequest(device_ids=devices, capabilities=[["gpu"]])
 
 
 class ChunkReader(io.RawIOBase):
     """A byte stream over an iterator of chunks (the SDK's streamed `docker save`)."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[bytes], doing: str = "reading from the engine") -> None:
         self._chunks = iter(chunks)
         self._pending = b""
+        self._doing = doing
 
     def readable(self) -> bool:
         return True
@@ -405,6 +429,8 @@ class ChunkReader(io.RawIOBase):
                 self._pending = next(self._chunks)
             except StopIteration:
                 return 0
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+                raise translated(error, self._doing) from None
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]

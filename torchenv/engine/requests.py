@@ -88,7 +88,9 @@ class RunOptions:
         flags += [flag for host, (inside, mode) in self.volumes.items() for flag in ("--volume", f"{host}:{inside}:{mode}")]
         flags += [flag for key, value in self.labels.items() for flag in ("--label", f"{key}={value}")]
         flags += ["--name", self.name] if self.name else []
-        flags += ["--gpus", self.gpus] if self.gpus else []
+        # The CLI reads --gpus as CSV: a device list must be quoted to stay one field.
+        gpus = f'"{self.gpus}"' if self.gpus and "," in self.gpus and not self.gpus.startswith('"') else self.gpus
+        flags += ["--gpus", gpus] if gpus else []
         flags += ["--entrypoint", self.entrypoint] if self.entrypoint else []
         return flags
 

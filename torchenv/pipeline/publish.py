@@ -3,6 +3,7 @@ labels do not match the matrix and the lock. Credentials come from `docker login
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from torchenv import display_path, engine
@@ -82,7 +83,8 @@ def push_tags(image_id: str, aliases: list[str], registry: str, settings: Settin
         return digest
     finally:
         for alias in aliases:
-            docker.remove_image(alias)
+            with contextlib.suppress(TorchenvError):  # the push's own error is the one to see
+                docker.remove_image(alias)
 
 
 def platform_push(image_id: str, digest: str) -> PlatformPush:
