@@ -107,15 +107,7 @@ def test_an_emulated_build_is_tagged_with_its_architecture_and_never_latest(fake
 def built(fake: FakeEngine, variant: Variant, settings: Settings, *, record: str | None = "passed") -> str:
     """An image of VARIANT as a build here leaves it (tagged), with a test record."""
     lock = read_lock(variant)
-    labels = names.identity_labels(
-        variant=variant.name,
-        torch=variant.torch,
-        torchvision=variant.torchvision,
-        torchaudio=variant.torchaudio,
-        cuda=variant.cuda,
-        python=variant.python,
-        lock_sha256=lock.sha256 if lock else names.UNLOCKED,
-    ) | {Label.REVISION: REVISION}
+    labels = names.identity_labels(variant, lock.sha256 if lock else names.UNLOCKED) | {Label.REVISION: REVISION}
     image_id = fake.add_image(variant.build_name, labels, variant.platform)
     fake.tags[f"{settings.image_name}:{variant.local_name}"] = image_id
     if record:

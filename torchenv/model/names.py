@@ -4,6 +4,10 @@ BuildKit stage names and the base image repository. Pure functions, no I/O."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torchenv.model.matrix import Variant
 
 
 class Label:
@@ -48,18 +52,16 @@ ROOTFS_STAGE = "torchenv-rootfs"
 BASE_REPOSITORY = "torchenv-base"
 
 
-def identity_labels(
-    *, variant: str, torch: str, torchvision: str, torchaudio: str, cuda: str, python: str, lock_sha256: str | None
-) -> dict[str, str]:
+def identity_labels(variant: Variant, lock_sha256: str | None) -> dict[str, str]:
     """The labels that say which matrix entry and which lock an image is: written by the
-    build, compared by `invoke pull`."""
+    build, compared by `invoke pull` (which leaves the lock out when there is none)."""
     labels = {
-        Label.VARIANT: variant,
-        Label.TORCH: torch,
-        Label.TORCHVISION: torchvision,
-        Label.TORCHAUDIO: torchaudio,
-        Label.CUDA: cuda,
-        Label.PYTHON: python,
+        Label.VARIANT: variant.name,
+        Label.TORCH: variant.torch,
+        Label.TORCHVISION: variant.torchvision,
+        Label.TORCHAUDIO: variant.torchaudio,
+        Label.CUDA: variant.cuda,
+        Label.PYTHON: variant.python,
     }
     if lock_sha256 is not None:
         labels[Label.LOCK_SHA256] = lock_sha256

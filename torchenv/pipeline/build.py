@@ -60,15 +60,7 @@ def image_labels(variant: Variant, settings: Settings, lock: Lock | None) -> dic
     """The labels a variant's image carries. They are given to the build, not written in the
     Dockerfile, so that their names live in one place (torchenv/model/names.py); BuildKit
     puts them in the image's config, so the revision busts no layer."""
-    identity = names.identity_labels(
-        variant=variant.name,
-        torch=variant.torch,
-        torchvision=variant.torchvision,
-        torchaudio=variant.torchaudio,
-        cuda=variant.cuda,
-        python=variant.python,
-        lock_sha256=lock.sha256 if lock else names.UNLOCKED,
-    )
+    identity = names.identity_labels(variant, lock.sha256 if lock else names.UNLOCKED)
     return {
         Label.TITLE: f"torchenv {variant.name}",
         Label.SOURCE: settings.source_url,

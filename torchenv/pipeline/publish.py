@@ -150,15 +150,7 @@ def index_manifest(reference: str) -> dict[str, object]:
 
 def expected_labels(variant: Variant, settings: Settings) -> dict[str, str]:
     lock = read_lock(variant, settings.lock_dir)
-    return names.identity_labels(
-        variant=variant.name,
-        torch=variant.torch,
-        torchvision=variant.torchvision,
-        torchaudio=variant.torchaudio,
-        cuda=variant.cuda,
-        python=variant.python,
-        lock_sha256=lock.sha256 if lock else None,
-    )
+    return names.identity_labels(variant, lock.sha256 if lock else None)
 
 
 def pull(variant: Variant, matrix: Matrix, settings: Settings, registry: str | None = None) -> str:
