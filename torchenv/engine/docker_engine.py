@@ -349,10 +349,6 @@ class DockerEngine:
         except Exception as error:
             raise translated(error, f"removing container {container_id[:12]}") from None
 
-    def container_ids(self, filters: Mapping[str, str | list[str]]) -> set[str]:
-        with self._translated("listing containers"):
-            return {container["Id"] for container in self.client.api.containers(all=True, filters=dict(filters))}
-
     def run_interactive(self, image: str, command: Sequence[str], options: RunOptions, tty: bool) -> int:
         """A run attached to this terminal (a shell, or verify/train whose output the user reads
         live); the CLI, since the SDK has no terminal handling. Returns the exit code."""
