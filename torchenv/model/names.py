@@ -34,10 +34,7 @@ class Label:
 # What a lock-less build records as its lock's hash.
 UNLOCKED = "none: not reproducible"
 
-# docker/Dockerfile's stages, in order (a unit test keeps them equal). They all start with
-# "torchenv-", so that torchenv's build cache records (their descriptions carry the stage
-# name) can be told from everyone else's.
-STAGE_PREFIX = "torchenv-"
+# docker/Dockerfile's stages, in order (a unit test keeps them equal).
 BASE_STAGE = "torchenv-base"
 INSTALLER_STAGE = "torchenv-installer"
 TORCH_STAGE = "torchenv-torch"
