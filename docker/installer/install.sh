@@ -1,6 +1,7 @@
 #!/bin/sh
 # usage: install.sh PART   (from docker/Dockerfile's torch stage, one RUN and layer per part)
-# Installs /mnt/requirements.txt, one part of the variant's lock, into /opt/venv with uv:
+# Installs /mnt/requirements.txt (from PyPI) and /mnt/pytorch-index.txt (from
+# TORCH_INDEX_URL), one part of the variant's lock, into /opt/venv with uv:
 # downloads run in parallel into the uv cache (a BuildKit cache mount on /tmp) and unpack
 # as they arrive. Then trims what is provably unused at run time, and clamps the mtimes of
 # everything this step changed, so the layer does not depend on when it was built.
@@ -17,15 +18,26 @@ export UV_CACHE_DIR=/tmp/uv UV_LINK_MODE=copy UV_NO_PROGRESS=1 UV_PYTHON_DOWNLOA
 
 [ -d /opt/venv ] || python3 -m venv /opt/venv
 
-if grep -q '^[^#[:space:]]' /mnt/requirements.txt; then
-  if [ "${LOCKED:-0}" = 1 ]; then exact="--require-hashes --no-deps"; else exact=""; fi
+if [ "${LOCKED:-0}" = 1 ]; then exact="--require-hashes --no-deps"; else exact=""; fi
+has_requirements() { [ -f "$1" ] && grep -q '^[^#[:space:]]' "$1"; }
+uv_install() {
   # $exact holds several words on purpose.
   # shellcheck disable=SC2086
-  "$here/bin/uv" pip install --python /opt/venv/bin/python --compile-bytecode $exact \
-    ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -r /mnt/requirements.txt
-else
-  echo "torchenv: nothing to install in the $part layer"
+  "$here/bin/uv" pip install --python /opt/venv/bin/python --compile-bytecode $exact "$@"
+}
+installed=0
+# torch, torchvision and torchaudio of a "pytorch-<channel>" variant: from that index only.
+if has_requirements /mnt/pytorch-index.txt; then
+  [ -n "${TORCH_INDEX_URL:-}" ] || { echo "torchenv: error: no TORCH_INDEX_URL for /mnt/pytorch-index.txt" >&2; exit 1; }
+  uv_install --index-url "$TORCH_INDEX_URL" -r /mnt/pytorch-index.txt
+  installed=1
 fi
+# Everything else: from PyPI (uv's default index).
+if has_requirements /mnt/requirements.txt; then
+  uv_install -r /mnt/requirements.txt
+  installed=1
+fi
+[ "$installed" = 1 ] || echo "torchenv: nothing to install in the $part layer"
 
 site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # Symbol tables: never loaded at run time (the dynamic symbols stay); about 250 MB in a

@@ -50,9 +50,37 @@ def test_every_dockerfile_arg_is_resolved(matrix) -> None:
 
 
 @pytest.mark.parametrize("name", ["cpu", "cu118"])
-def test_pytorch_index_variants_need_a_configured_index(matrix, name: str) -> None:
-    with pytest.raises(TorchenvError, match=rf"variant {name}: its wheels come only from the PyTorch .* index.*TORCHENV_PYTORCH_INDEX"):
-        index_url(matrix.get(name), Settings(pytorch_index=""))
+def test_pytorch_index_variants_default_to_the_pytorch_index(matrix, name: str) -> None:
+    """No setting needed: the address PyTorch's install instructions give."""
+    variant = matrix.get(name)
+    assert index_url(variant, Settings()) == f"https://download.pytorch.org/whl/{variant.pytorch_channel}"
+    assert Settings().pytorch_index_is_default and not Settings(pytorch_index=MIRROR).pytorch_index_is_default
+    with pytest.raises(TorchenvError, match=rf"variant {name}: TORCHENV_PYTORCH_INDEX is empty; unset it"):
+        index_url(variant, Settings(pytorch_index=""))
+
+
+def test_only_torch_and_its_companions_come_from_the_pytorch_index(matrix, tmp_path) -> None:
+    """Unlocked, the PyTorch index resolves everything (as PyTorch's instructions do);
+    locked, only the packages the channel names come from it, the rest from PyPI."""
+    variant = matrix.get("cu118")
+    settings = Settings(work_dir=tmp_path)
+    unlocked = requirements_context(variant, settings, None)
+    assert (unlocked / "rest" / "pytorch-index.txt").read_text().split() == variant.requirements
+    assert (unlocked / "rest" / "requirements.txt").read_text() == ""
+    pypi = requirements_context(matrix.get("cu117"), settings, None)
+    assert (pypi / "rest" / "pytorch-index.txt").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("index", "network"),
+    [("http://127.0.0.1:8000/whl", "host"), ("http://localhost:8000/whl", "host"), ("http://[::1]:8000/whl", "host"), (MIRROR, None)],
+)
+def test_a_mirror_on_loopback_is_reached_over_the_hosts_network(matrix, tmp_path, index: str, network: str | None) -> None:
+    request = build_request(matrix.get("cu118"), Settings(pytorch_index=index, work_dir=tmp_path), "base")
+    assert request.network == network
+    command = request.command(tmp_path / "iid")
+    assert (command[command.index("--network") + 1] if "--network" in command else None) == network
+    assert build_request(matrix.get("cu117"), Settings(pytorch_index=index, work_dir=tmp_path), "base").network is None
 
 
 def test_unreachable_index_is_one_line(matrix) -> None:
@@ -82,6 +110,8 @@ def test_settings_from_environment_and_invoke_config() -> None:
     settings = Settings.load({"image_name": "mine"}, environ={"TORCHENV_PYTORCH_INDEX": MIRROR, "TORCHENV_IMAGE_NAME": "env"})
     assert settings.pytorch_index == MIRROR
     assert settings.image_name == "mine"
+    # A variable defined but empty (an unset CI variable) leaves the default.
+    assert Settings.load(environ={"TORCHENV_PYTORCH_INDEX": ""}).pytorch_index == "https://download.pytorch.org/whl"
     with pytest.raises(TorchenvError, match="unknown torchenv setting 'colour'"):
         Settings.load({"colour": "blue"}, environ={})
 

@@ -27,12 +27,13 @@ def test_a_requirement_keeps_its_continuations_and_comments() -> None:
     assert parts == {
         "nvidia": "Nvidia_cublas-cu11==1 \\\n    --hash=sha256:aa\n    # via torch\n",
         "rest": "torch==2 \\\n    --hash=sha256:bb\n",
+        "pytorch-index": "",
     }
 
 
-def test_the_build_installer_is_the_uv_the_host_tools_use() -> None:
-    """Locks are made with the host's uv; builds install them with the same version."""
-    root = LOCK.parents[2]
-    pin = [line.split()[0] for line in (root / "requirements-dev.txt").read_text().splitlines() if line.startswith("uv==")]
-    installer = (root / "docker" / "installer" / "requirements.txt").read_text()
-    assert pin and installer.count("--hash=sha256:") >= 2 and f"\n{pin[0]} \\" in installer
+def test_the_packages_of_a_pytorch_channel_go_to_their_own_part() -> None:
+    filelock = "filelock==3 \\\n    --hash=sha256:cc\n"
+    torch = "torch==2+cu118 \\\n    --hash=sha256:bb\n    # via torchvision\n"
+    torchvision = "torchvision==1+cu118 \\\n    --hash=sha256:dd\n"
+    parts = split_requirements(filelock + torch + torchvision, frozenset({"torch", "torchvision", "torchaudio"}))
+    assert parts == {"nvidia": "", "rest": filelock, "pytorch-index": torch + torchvision}

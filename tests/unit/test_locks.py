@@ -14,6 +14,7 @@ from torchenv.locking.sizes import locked_hashes
 from torchenv.model.matrix import load_matrix
 from torchenv.model.names import Label
 from torchenv.model.settings import Settings
+from torchenv.pipeline import build
 from torchenv.pipeline.build import build_request, lock_for, needed_space_gb
 
 # (variant, platform) of the locks made here; cpu on amd64 and cu118 need the PyTorch index.
@@ -61,11 +62,22 @@ def test_lock_sha256_becomes_a_label_and_its_epoch_a_build_argument(matrix, tmp_
     assert f"{Label.LOCK_SHA256}={lock.sha256}" in request.command(tmp_path / "iid")
 
 
-def test_missing_lock_is_refused_unless_allowed(matrix, tmp_path: Path, capsys) -> None:
-    with pytest.raises(TorchenvError, match=r"variant cu117 has no lock .*invoke lock --variant cu117.*--allow-unlocked"):
-        lock_for(matrix.get("cu117"), Settings(lock_dir=tmp_path))
+def test_a_missing_lock_is_made_first_unless_unlocked_builds_are_allowed(matrix, tmp_path: Path, capsys, monkeypatch) -> None:
     assert lock_for(matrix.get("cu117"), Settings(lock_dir=tmp_path, allow_unlocked=True)) is None
     assert "not reproducible: no lock for cu117" in capsys.readouterr().out
+    made = []
+
+    def lock_from_the_index(variant, settings):  # stands in for uv, which would ask the index
+        made.append(variant.name)
+        target = settings.lock_dir / "cu117.txt"
+        target.write_text((LOCK_DIR / "cu117.txt").read_text())
+        return target
+
+    monkeypatch.setattr(build, "write_lock", lock_from_the_index)
+    lock = lock_for(matrix.get("cu117"), Settings(lock_dir=tmp_path))
+    assert made == ["cu117"] and lock is not None and lock.path == tmp_path / "cu117.txt"
+    out = capsys.readouterr().out
+    assert "cu117 has no lock yet: locking it from PyPI" in out and "cu117.txt; commit it" in out
 
 
 def test_stale_lock_is_refused(matrix, tmp_path: Path) -> None:

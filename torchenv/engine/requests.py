@@ -28,12 +28,16 @@ class BuildRequest:
     # Runs every step again; BuildKit then also gives the steps empty cache mounts.
     no_cache: bool = False
     progress: str = "plain"
+    # The RUN steps' network: None is the engine's default (a bridge); "host" reaches this
+    # machine's loopback (a mirror on 127.0.0.1).
+    network: str | None = None
 
     def command(self, iidfile: Path) -> list[str]:
         command = ["docker", "buildx", "build", "--iidfile", str(iidfile), "--progress", self.progress, "--platform", self.platform]
         command += ["--file", str(self.dockerfile)] if self.dockerfile else []
         command += ["--target", self.target] if self.target else []
         command += ["--no-cache"] if self.no_cache else []
+        command += ["--network", self.network] if self.network else []
         for name, path in self.contexts.items():
             command += ["--build-context", f"{name}={path}"]
         for secret_id, path in self.secrets.items():
@@ -76,6 +80,9 @@ class RunOptions:
     # `--gpus` as Docker spells it: "all", a count, or "device=0,1".
     gpus: str | None = None
     entrypoint: str | None = None
+    # All capabilities and devices: only for torchenv's own tools (mmdebstrap making a
+    # base mounts /proc and /dev inside its new root), never for an image's commands.
+    privileged: bool = False
 
     def cli_flags(self) -> list[str]:
         """The same run as `docker run` flags (for an interactive run, which needs the CLI's TTY)."""
@@ -92,6 +99,7 @@ class RunOptions:
         gpus = f'"{self.gpus}"' if self.gpus and "," in self.gpus and not self.gpus.startswith('"') else self.gpus
         flags += ["--gpus", gpus] if gpus else []
         flags += ["--entrypoint", self.entrypoint] if self.entrypoint else []
+        flags += ["--privileged"] if self.privileged else []
         return flags
 
 

@@ -8,6 +8,9 @@ import re
 # CUDA version, not with torch: their own layer is pulled in parallel with torch's and
 # kept when only torch changes.
 LAYERS = ("nvidia", "rest")
+# A part of the second layer installed from the variant's PyTorch index; the rest of its
+# packages come from PyPI.
+PYTORCH_PART = "pytorch-index"
 NVIDIA_PREFIX = "nvidia-"
 # `python3 -m venv` seeds these; the lock's versions replace them in the venv's own (first)
 # layer, since replacing them in a later one would leave whiteouts, files whose mtime
@@ -17,11 +20,11 @@ SEEDED = frozenset({"pip", "setuptools", "wheel"})
 _REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
-def split_requirements(text: str) -> dict[str, str]:
+def split_requirements(text: str, from_pytorch_index: frozenset[str] = frozenset()) -> dict[str, str]:
     """A requirements file (a lock with its hashes, or plain pins) split into one file
-    per layer. A requirement's continuation lines and comments go with it; the header
-    does not, so that a layer's input (and its build cache) changes only with its own
-    packages."""
+    per layer, and FROM_PYTORCH_INDEX's packages into the PYTORCH_PART. A requirement's
+    continuation lines and comments go with it; the header does not, so that a layer's
+    input (and its build cache) changes only with its own packages."""
     entries: list[tuple[str, list[str]]] = []
     for line in text.splitlines(keepends=True):
         match = _REQUIREMENT.match(line)
@@ -29,8 +32,12 @@ def split_requirements(text: str) -> dict[str, str]:
             entries.append((match["name"].lower().replace("_", "-"), [line]))
         elif entries:
             entries[-1][1].append(line)
-    parts: dict[str, list[str]] = {layer: [] for layer in LAYERS}
+    parts: dict[str, list[str]] = {part: [] for part in (*LAYERS, PYTORCH_PART)}
     for name, lines in entries:
-        first = name.startswith(NVIDIA_PREFIX) or name in SEEDED
-        parts["nvidia" if first else "rest"].extend(lines)
+        if name in from_pytorch_index:
+            parts[PYTORCH_PART].extend(lines)
+        elif name.startswith(NVIDIA_PREFIX) or name in SEEDED:
+            parts["nvidia"].extend(lines)
+        else:
+            parts["rest"].extend(lines)
     return {layer: "".join(lines) for layer, lines in parts.items()}

@@ -17,7 +17,7 @@ from pathlib import Path
 from torchenv import PROJECT_ROOT, display_path
 from torchenv.errors import TorchenvError
 from torchenv.locking import sizes, wheels
-from torchenv.model import platforms
+from torchenv.model import compat, platforms
 from torchenv.model.matrix import Variant
 from torchenv.model.settings import Settings
 
@@ -98,15 +98,12 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
     wheels.require_reachable(variant, settings)
     command = [uv_executable(), "pip", "compile", "--generate-hashes", "--no-header", "--quiet"]
     command += ["--python-platform", variant.python_platform, "--python-version", variant.python]
-    if index:
-        command += ["--index-url", index]
     env = dict(os.environ)
     ca_bundle = settings.ca_bundle_path()
     if ca_bundle:
         env["SSL_CERT_FILE"] = str(ca_bundle)
     with tempfile.TemporaryDirectory() as scratch:
-        wanted = Path(scratch) / "requirements.in"
-        wanted.write_text("\n".join(variant.requirements) + "\n")
+        wanted = write_wanted(Path(scratch), variant, index)
         resolved = Path(scratch) / "requirements.txt"
         # Relative names: the lock's "via" notes must not carry the temporary directory.
         result = subprocess.run(
@@ -133,6 +130,26 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
             return target  # nothing changed: keep the file, and with it the images' timestamps
         target.write_text(text)
     return target
+
+
+def write_wanted(scratch: Path, variant: Variant, index: str | None) -> Path:
+    """What uv resolves: the variant's pins; for a PyTorch-index variant as a project whose
+    torch, torchvision and torchaudio come from that index alone (an explicit index) and
+    everything else from PyPI, the way the build installs them."""
+    if index is None:
+        wanted = scratch / "requirements.in"
+        wanted.write_text("\n".join(variant.requirements) + "\n")
+        return wanted
+    wanted = scratch / "pyproject.toml"
+    dependencies = ", ".join(f'"{requirement}"' for requirement in variant.requirements)
+    sources = "\n".join(f'{name} = {{ index = "pytorch" }}' for name in sorted(compat.PYTORCH_INDEX_PACKAGES))
+    wanted.write_text(
+        f'[project]\nname = "torchenv-{variant.name}"\nversion = "0"\nrequires-python = "=={variant.python}.*"\n'
+        f"dependencies = [{dependencies}]\n\n"
+        f'[[tool.uv.index]]\nname = "pytorch"\nurl = "{index}"\nexplicit = true\n\n'
+        f"[tool.uv.sources]\n{sources}\n"
+    )
+    return wanted
 
 
 def without_epoch(lock_text: str) -> str:

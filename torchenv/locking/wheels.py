@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Variant
@@ -24,17 +26,30 @@ def pypi_simple_url() -> str:
 
 
 def index_url(variant: Variant, settings: Settings) -> str | None:
-    """The index pip installs the variant from; None means pip's default (PyPI)."""
+    """The index the variant's torch, torchvision and torchaudio come from; None means
+    PyPI. In a locked build everything else comes from PyPI, so a mirror needs to serve
+    only those three."""
     channel = variant.pytorch_channel
     if channel is None:
         return None
     if not settings.pytorch_index:
         raise TorchenvError(
-            f"variant {variant.name}: its wheels come only from the PyTorch {channel} index, which could not be reached: "
-            "no index is configured; set TORCHENV_PYTORCH_INDEX to the PyTorch wheel index or a mirror of it "
-            f"(it must serve <URL>/{channel}/torch/), see README 'Wheel sources'"
+            f"variant {variant.name}: TORCHENV_PYTORCH_INDEX is empty; unset it to use the PyTorch wheel index, "
+            f"or set it to a mirror of it (one that serves <URL>/{channel}/torch/)"
         )
     return f"{settings.pytorch_index.rstrip('/')}/{channel}"
+
+
+def is_loopback(url: str) -> bool:
+    """True for an index on this machine's loopback (a local mirror): a build reaches it
+    only over the host's network."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def source_description(variant: Variant) -> str:
@@ -65,7 +80,8 @@ def require_reachable(variant: Variant, settings: Settings, timeout: float = 15)
         fix = (
             "check the network (a proxy or the CA bundle: TORCHENV_CA_BUNDLE) and retry"
             if variant.pytorch_channel is None
-            else "point TORCHENV_PYTORCH_INDEX at a reachable mirror of the PyTorch wheel index and retry"
+            else "check the network (a proxy or the CA bundle: TORCHENV_CA_BUNDLE), or point TORCHENV_PYTORCH_INDEX "
+            "at a reachable mirror of the PyTorch wheel index, and retry"
         )
         raise TorchenvError(
             f"variant {variant.name}: {source_description(variant)} could not be reached at {index}/torch/ ({reason}); {fix}"

@@ -69,6 +69,9 @@ CPU_ONLY = "none"
 # Wheel sources: "pypi", or the PyTorch index channel named after the build.
 PYPI = "pypi"
 PYTORCH_PREFIX = "pytorch-"
+# What a "pytorch-<channel>" variant takes from the PyTorch index (the packages whose build
+# the channel names); their dependencies come from PyPI, as uv's PyTorch guide does it.
+PYTORCH_INDEX_PACKAGES = frozenset({"torch", "torchvision", "torchaudio"})
 
 
 def channel_for_build(cuda: str) -> str:

@@ -13,6 +13,8 @@ from torchenv import PROJECT_ROOT
 from torchenv.errors import TorchenvError
 
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
+# The PyTorch wheel index, as PyTorch's own install instructions give it.
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,9 @@ class Settings:
     # Local image repository: variants are tagged <image_name>:<variant>.
     image_name: str = "torchenv"
     # Base URL of the PyTorch wheel index or a mirror of it; a variant whose
-    # wheel_source is "pytorch-<channel>" installs from <pytorch_index>/<channel>.
-    pytorch_index: str = ""
+    # wheel_source is "pytorch-<channel>" installs torch, torchvision and torchaudio from
+    # <pytorch_index>/<channel> (everything else from PyPI).
+    pytorch_index: str = PYTORCH_INDEX
     # CA bundle handed to the installers (uv, and pip for uv itself) as a BuildKit secret ("" = the system bundle, if any).
     ca_bundle: str = ""
     # Debian mirror for mmdebstrap ("" = mmdebstrap's default). A snapshot archive URL
@@ -32,6 +35,9 @@ class Settings:
     # Set it when debian_mirror is a snapshot archive: mmdebstrap then accepts its Release
     # files, which are past their Valid-Until date by design.
     debian_snapshot: bool = False
+    # Where mmdebstrap runs to make the base: auto (the host's if installed, else in a
+    # container: macOS, Windows, other Linux), host, or container.
+    base_maker: str = "auto"
     # Where the image says it came from (OCI label).
     source_url: str = "https://github.com/torchenv/torchenv"
     # BuildKit progress output: plain (streamed and read for errors), tty, auto or quiet.
@@ -42,7 +48,8 @@ class Settings:
     lock_dir: Path = PROJECT_ROOT / "images" / "locks"
     # Where `invoke push` records each variant's pushed digest (committed).
     digests_file: Path = PROJECT_ROOT / "images" / "digests.json"
-    # Build variants that have no lock, from their pins (marked not reproducible).
+    # Build a variant that has no lock from its pins, resolved at build time (marked not
+    # reproducible), instead of locking it first.
     allow_unlocked: bool = False
     # Free space a build needs on Docker's data root, in GB; 0 = torchenv's estimate.
     min_free_gb: float = 0
@@ -52,8 +59,9 @@ class Settings:
         values: dict[str, Any] = {}
         known = {field.name: field for field in fields(cls)}
         for name in known:
+            # An empty variable is an unset one (a CI variable that was never defined).
             env_value = environ.get(f"TORCHENV_{name.upper()}")
-            if env_value is not None:
+            if env_value:
                 values[name] = env_value
         for name, value in (overrides or {}).items():
             if name not in known:
@@ -72,6 +80,11 @@ class Settings:
                 except ValueError:
                     raise TorchenvError(f"setting {name} must be a number, got {value!r}") from None
         return replace(cls(), **values)
+
+    @property
+    def pytorch_index_is_default(self) -> bool:
+        """True when no mirror was configured: the PyTorch index itself is used."""
+        return self.pytorch_index.rstrip("/") == PYTORCH_INDEX
 
     def ca_bundle_path(self) -> Path | None:
         """The CA bundle builds hand to pip, or None when the host has none."""

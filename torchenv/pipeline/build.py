@@ -12,10 +12,10 @@ from torchenv import PROJECT_ROOT, display_path, engine
 from torchenv.engine import BuildRequest, RunOptions
 from torchenv.errors import TorchenvError
 from torchenv.locking import wheels
-from torchenv.locking.layering import split_requirements
-from torchenv.locking.locks import Lock, base_drift, base_list_path, lock_path, read_lock
+from torchenv.locking.layering import LAYERS, PYTORCH_PART, split_requirements
+from torchenv.locking.locks import Lock, base_drift, base_list_path, read_lock, write_lock
 from torchenv.locking.sizes import build_needs_gb
-from torchenv.model import names, platforms
+from torchenv.model import compat, names, platforms
 from torchenv.model.matrix import Matrix, Variant
 from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
@@ -74,6 +74,7 @@ def build_request(variant: Variant, settings: Settings, base_image: str, lock: L
     """The one description of a variant's build, for `invoke build`, `invoke repro` and the bench.
     NO_CACHE runs every step again; BuildKit then also gives the steps empty cache mounts."""
     ca_bundle = settings.ca_bundle_path()
+    index = wheels.index_url(variant, settings)
     return BuildRequest(
         context=PROJECT_ROOT,
         dockerfile=DOCKERFILE,
@@ -86,6 +87,7 @@ def build_request(variant: Variant, settings: Settings, base_image: str, lock: L
         labels=image_labels(variant, settings, lock),
         no_cache=no_cache,
         progress=settings.progress,
+        network="host" if index and wheels.is_loopback(index) else None,
     )
 
 
@@ -94,27 +96,35 @@ def requirements_context(variant: Variant, settings: Settings, lock: Lock | None
     context.mkdir(parents=True, exist_ok=True)
     text = lock.path.read_text() if lock else "\n".join(variant.requirements) + "\n"
     (context / "requirements.txt").write_text(text)
-    # An unlocked build resolves its pins at build time, so it cannot know the NVIDIA
-    # packages in advance: everything goes into the second layer.
-    layers = split_requirements(text) if lock else {"nvidia": "", "rest": text}
-    for layer, part in layers.items():
+    from_index = compat.PYTORCH_INDEX_PACKAGES if variant.pytorch_channel else frozenset()
+    if lock:
+        parts = split_requirements(text, from_index)
+    else:
+        # An unlocked build resolves its pins at build time, so it cannot know the NVIDIA
+        # packages in advance: everything goes into the second layer, from one index.
+        parts = {"nvidia": "", "rest": "" if from_index else text, PYTORCH_PART: text if from_index else ""}
+    for layer in LAYERS:
         (context / layer).mkdir(exist_ok=True)
-        (context / layer / "requirements.txt").write_text(part)
+        (context / layer / "requirements.txt").write_text(parts[layer])
+    # The part of the second layer that comes from the PyTorch index.
+    (context / "rest" / f"{PYTORCH_PART}.txt").write_text(parts[PYTORCH_PART])
     return context
 
 
 def lock_for(variant: Variant, settings: Settings) -> Lock | None:
-    """The variant's lock; without one the build refuses unless unlocked builds are allowed."""
+    """The variant's lock. Without one, a build that allows unlocked builds resolves its
+    pins at build time; any other locks the variant first (its wheel source answered), the
+    way uv and poetry create a missing lock, and builds from that."""
     lock = read_lock(variant, settings.lock_dir)
-    if lock is None:
-        if not settings.allow_unlocked:
-            lock_file = display_path(lock_path(variant, settings.lock_dir))
-            raise TorchenvError(
-                f"variant {variant.name} has no lock ({lock_file}); run `invoke lock --variant {variant.name}` "
-                "where its wheel source is reachable, or build with --allow-unlocked (not reproducible)"
-            )
+    if lock is not None:
+        return lock
+    if settings.allow_unlocked:
         print(f"torchenv: WARNING: not reproducible: no lock for {variant.name}; resolving its pins at build time", flush=True)
-    return lock
+        return None
+    print(f"torchenv: {variant.name} has no lock yet: locking it from {wheels.source_description(variant)}", flush=True)
+    written = write_lock(variant, settings)
+    print(f"torchenv: wrote {display_path(written)}; commit it, so that every build of {variant.name} installs the same files", flush=True)
+    return read_lock(variant, settings.lock_dir)
 
 
 def base_image_for(variant: Variant, settings: Settings) -> str:
