@@ -37,6 +37,8 @@ class FakeEngine:
     push_error: str | None = None
     # What a pull finds: reference -> image ID (an image in `images`).
     pullable: dict[str, str] = field(default_factory=dict)
+    # The options of every container run, in order.
+    run_options: list[RunOptions] = field(default_factory=list)
 
     # --- images ----------------------------------------------------------------------
 
@@ -179,8 +181,11 @@ class FakeEngine:
 
     # --- containers ----------------------------------------------------------------------
 
-    def run(self, image: str, command: Sequence[str], options: RunOptions | None = None, echo: bool = False) -> RunResult:
+    def run(
+        self, image: str, command: Sequence[str], options: RunOptions | None = None, echo: bool = False, timeout: float | None = None
+    ) -> RunResult:
         self.calls.append(("run", (image, tuple(command))))
+        self.run_options.append(options or RunOptions())
         return self.answers.get(command[0], RunResult(0, ""))
 
     def output_of(self, image: str, command: Sequence[str], options: RunOptions | None = None) -> str:

@@ -284,6 +284,8 @@ class DockerEngine:
         }
         if options.entrypoint:
             config["entrypoint"] = options.entrypoint
+        if options.privileged:
+            config["privileged"] = True
         if options.hardened:
             config |= {
                 "network_mode": "none",

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from torchenv.errors import TorchenvError
 from torchenv.model import names, platforms
 from torchenv.model.names import Label
 from torchenv.model.settings import Settings
-from torchenv.pipeline import git
+from torchenv.pipeline import bootstrap, git
 from torchenv.pipeline.buildlog import failure_reason
 
 BASE_DOCKERFILE = PROJECT_ROOT / "docker" / "base" / "Dockerfile"
@@ -39,8 +37,11 @@ DPKG_OPTIONS = (
 )
 # A machine-id would make every base unique. (The non-root user and the rest come from
 # docker/base/adapt.sh, which every base, this one or an upstream image, goes through.)
-# Empty /etc/hosts and /etc/resolv.conf: build steps mount the engine's over them, and a
-# missing one would be created and removed, changing /etc's mtime in every layer.
+# /etc/hostname and /etc/resolv.conf are emptied: mmdebstrap copies them, mode and all,
+# from wherever it runs (the host's name and name servers have no place in an image, and
+# would make a base made on another machine or in a container differ). /etc/hosts, /etc/resolv.conf stay as
+# files: build steps mount the engine's over them, and a missing one would be created and
+# removed, changing /etc's mtime in every layer.
 # The package list the base was made from goes into the image (and `invoke lock` keeps a
 # copy next to the locks).
 PACKAGE_LIST = "usr/share/torchenv/base-packages.txt"
@@ -57,7 +58,8 @@ CUSTOMIZE_HOOKS = (
     'rm -f "$1"/usr/lib/python3.*/config-*/libpython3*.a "$1"/usr/lib/*-linux-gnu/libc.a "$1"/usr/lib/*-linux-gnu/libm-*.a'
     ' "$1"/usr/lib/*-linux-gnu/libmvec.a "$1"/usr/lib/gcc/*-linux-gnu/*/libstdc++*.a "$1"/usr/lib/gcc/*-linux-gnu/*/lib*san.a'
     ' "$1"/usr/lib/*-linux-gnu/lib*san.so.* "$1"/usr/lib/gcc/*-linux-gnu/*/lto1 "$1"/usr/bin/*lto-dump*',
-    'touch "$1/etc/hosts" "$1/etc/resolv.conf"',
+    ': > "$1/etc/hostname" && : > "$1/etc/resolv.conf" && chmod 0644 "$1/etc/hostname" "$1/etc/resolv.conf"',
+    'touch "$1/etc/hosts"',
     f'mkdir -p "$1/usr/share/torchenv" && dpkg-query --admindir="$1/var/lib/dpkg" -W '
     f"-f='${{Package}} ${{Version}} ${{Architecture}}\\n' | LC_ALL=C sort > \"$1/{PACKAGE_LIST}\"",
 )
@@ -84,6 +86,7 @@ def base_inputs(suite: str, settings: Settings, platform: str = platforms.AMD64)
         "mirror": settings.debian_mirror,
         "snapshot": settings.debian_snapshot,
         "epoch": source_date_epoch(),
+        "mmdebstrap": bootstrap.MMDEBSTRAP_VERSION,
         "dockerfile": BASE_DOCKERFILE.read_text(),
     }
 
@@ -113,24 +116,13 @@ def make_base(
     packages: tuple[str, ...] = PACKAGES,
 ) -> str:
     """Bootstraps the root filesystem (with PACKAGES) and imports it as the image REFERENCE."""
-    if shutil.which("mmdebstrap") is None:
-        raise TorchenvError("mmdebstrap is not installed; run ./invokew once (it installs it) or `sudo apt-get install mmdebstrap`")
     platforms.require_runnable(platform)  # maintainer scripts run inside the new root
     epoch = base_inputs(suite, settings, platform)["epoch"]
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="base-", dir=settings.work_dir) as context:
         rootfs = Path(context) / "rootfs.tar"
-        command = ["mmdebstrap", "--variant=apt", "--quiet", "--format=tar", f"--architectures={platforms.arch(platform)}"]
-        command += ["--include=" + ",".join(packages)]
-        command += [f"--dpkgopt={option}" for option in DPKG_OPTIONS]
-        command += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
-        if settings.debian_snapshot:
-            # A snapshot's Release files are past their Valid-Until date by design.
-            command += ['--aptopt=Acquire::Check-Valid-Until "false"']
-        command += [suite, str(rootfs)] + ([settings.debian_mirror] if settings.debian_mirror else [])
-        made = subprocess.run(command, env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}, capture_output=True, text=True)
-        if made.returncode != 0:
-            raise TorchenvError(f"mmdebstrap could not make the {suite} base: {engine.last_line(made.stderr)}")
+        spec = bootstrap.RootfsSpec(suite, platform, packages, DPKG_OPTIONS, CUSTOMIZE_HOOKS)
+        bootstrap.make_rootfs(spec, settings, rootfs, epoch)
         shutil.copy(BASE_DOCKERFILE, Path(context) / "Dockerfile")
         request = BuildRequest(
             context=Path(context),
