@@ -26,6 +26,7 @@ TIERS = {
     "registry": ("docker", "image", "registry"),
     "network": ("network",),
     "offline": ("docker", "image"),
+    "mirror": ("docker", "image", "network"),
 }
 
 
