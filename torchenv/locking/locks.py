@@ -96,6 +96,13 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
     platform = variant.platform
     index = wheels.index_url(variant, settings)
     wheels.require_reachable(variant, settings)
+    try:
+        settings.lock_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TorchenvError(
+            f"cannot write the lock of {variant.name} into {settings.lock_dir} ({error.strerror}); "
+            "point TORCHENV_LOCK_DIR at a writable folder"
+        ) from None
     command = [uv_executable(), "pip", "compile", "--generate-hashes", "--no-header", "--quiet"]
     command += ["--python-platform", variant.python_platform, "--python-version", variant.python]
     env = dict(os.environ)
@@ -123,7 +130,6 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
             f"# wheel-bytes: {download if download is not None else 'unknown'}",
             f"# source-date-epoch: {int(time.time())}",
         ]
-        settings.lock_dir.mkdir(parents=True, exist_ok=True)
         target = lock_path(variant, settings.lock_dir)
         text = "\n".join(header) + "\n" + resolved.read_text()
         if target.exists() and without_epoch(target.read_text()) == without_epoch(text):
