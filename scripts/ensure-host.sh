@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Makes this machine able to build and run torchenv images: a Docker engine with
-# buildx and compose, mmdebstrap for the base, a running daemon. Idempotent: each
-# step is skipped when what it provides is already there. Debian/Ubuntu hosts are
-# set up automatically (as root); elsewhere it says what is missing and stops.
+# Makes this machine able to build and run torchenv images. Needed everywhere: a Docker
+# engine >= 23 with buildx and compose v2, running, and Python 3 with venv. On Debian
+# hosts (as root) it installs those and what some tasks use: mmdebstrap (else the base
+# is made by mmdebstrap in a container), the distribution registry and skopeo (tests,
+# zstd pushes), qemu (arm64 images on amd64). Elsewhere (macOS or Windows with Docker
+# Desktop, another Linux) it installs nothing: it checks what is needed, says what is
+# missing, and names the optional parts it goes without. Idempotent.
 set -euo pipefail
 
 log() { printf 'torchenv: %s\n' "$*" >&2; }
@@ -11,9 +14,10 @@ die() { printf 'torchenv: error: %s\n' "$*" >&2; exit 1; }
 DOCKERD_LOG=${TORCHENV_DOCKERD_LOG:-/var/log/torchenv-dockerd.log}
 
 have_engine_tools() {
-  command -v docker >/dev/null && docker buildx version >/dev/null 2>&1 \
-    && docker compose version >/dev/null 2>&1 && command -v dockerd >/dev/null
+  command -v docker >/dev/null && docker buildx version >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
 }
+
+is_debian_root() { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }
 
 need_root() {
   [ "$(id -u)" = 0 ] || die "$1 is missing and installing it needs root: run 'sudo $0' once, or install it yourself ($2)."
@@ -34,35 +38,39 @@ add_trixie_source() {
 }
 
 install_packages() {
-  local missing=()
+  local missing=() optional=()
   have_engine_tools || missing+=(engine)
-  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
-  # The tests push to and pull from a real registry (the distribution registry).
-  command -v docker-registry >/dev/null || missing+=(docker-registry)
-  # `invoke push` and the bench push zstd layers through skopeo (the engine pushes gzip only).
-  command -v skopeo >/dev/null || missing+=(skopeo)
   command -v python3 >/dev/null || missing+=(python3)
-  # The cpu variant's arm64 image is built and tested here under emulation.
-  if [ "$(uname -m)" = x86_64 ]; then
-    [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || missing+=(qemu-user-static)
-    command -v update-binfmts >/dev/null || missing+=(binfmt-support)
-    command -v arch-test >/dev/null || missing+=(arch-test)
-  fi
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-  [ ${#missing[@]} = 0 ] && return 0
-  command -v apt-get >/dev/null \
-    || die "missing: ${missing[*]}; this is not a Debian-like host: install Docker Engine >= 23 with buildx, compose v2 and mmdebstrap, then rerun."
-  need_root "${missing[*]}" "Docker Engine >= 23 with buildx + compose v2, and mmdebstrap"
+  # Optional: without it the base is made in a container.
+  command -v mmdebstrap >/dev/null || optional+=(mmdebstrap)
+  # The tests push to and pull from a real registry (the distribution registry).
+  command -v docker-registry >/dev/null || optional+=(docker-registry)
+  # `invoke push` and the bench push zstd layers through skopeo (the engine pushes gzip only).
+  command -v skopeo >/dev/null || optional+=(skopeo)
+  # The cpu variant's arm64 image is built and tested here under emulation.
+  if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
+    [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || optional+=(qemu-user-static)
+    command -v update-binfmts >/dev/null || optional+=(binfmt-support)
+    command -v arch-test >/dev/null || optional+=(arch-test)
+  fi
+  [ ${#missing[@]} = 0 ] && [ ${#optional[@]} = 0 ] && return 0
+  if ! is_debian_root; then
+    if [ ${#missing[@]} != 0 ]; then
+      command -v apt-get >/dev/null && [ "$(id -u)" != 0 ] \
+        && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
+      die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python 3 with venv, then rerun."
+    fi
+    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests and zstd pushes cannot run, without qemu no arm64 images on amd64"
+    return 0
+  fi
   export DEBIAN_FRONTEND=noninteractive
-  local pkgs=()
-  [[ " ${missing[*]} " == *" mmdebstrap "* ]] && pkgs+=(mmdebstrap)
-  [[ " ${missing[*]} " == *" docker-registry "* ]] && pkgs+=(docker-registry)
-  [[ " ${missing[*]} " == *" skopeo "* ]] && pkgs+=(skopeo)
-  [[ " ${missing[*]} " == *" python3"* ]] && pkgs+=(python3 python3-venv)
-  for emulation in qemu-user-static binfmt-support arch-test; do
-    [[ " ${missing[*]} " == *" $emulation "* ]] && pkgs+=("$emulation")
+  local pkgs=() all=" ${missing[*]} ${optional[*]} "
+  [[ $all == *" python3"* ]] && pkgs+=(python3 python3-venv)
+  for package in mmdebstrap docker-registry skopeo qemu-user-static binfmt-support arch-test; do
+    [[ $all == *" $package "* ]] && pkgs+=("$package")
   done
-  if [[ " ${missing[*]} " == *" engine "* ]]; then
+  if [[ $all == *" engine "* ]]; then
     add_trixie_source
     pkgs+=(docker.io/trixie docker-buildx/trixie docker-compose/trixie)
     # trixie's docker.io no longer ships the client; keep a client if one is there.
@@ -75,10 +83,12 @@ install_packages() {
 
 start_daemon() {
   if docker info >/dev/null 2>&1; then return 0; fi
+  [ "$(uname -s)" = Linux ] || die "the Docker engine does not answer: start Docker Desktop (or your engine), then rerun."
   if [ -S /var/run/docker.sock ] && [ "$(id -u)" != 0 ]; then
     die "the Docker daemon at /var/run/docker.sock does not answer to $(id -un): add yourself to the 'docker' group or start it ('sudo systemctl start docker')."
   fi
   need_root "a running Docker daemon" "start dockerd"
+  command -v dockerd >/dev/null || die "the Docker daemon does not answer and there is no dockerd to start: start your engine, then rerun."
   # A daemon that was killed leaves its pid file behind, and a new one refuses to start.
   local pidfile=/var/run/docker.pid
   if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -101,9 +111,13 @@ start_daemon() {
 # binfmt_misc hands arm64 binaries to qemu; the handler's F flag opens the emulator once,
 # so it works inside containers and mmdebstrap's chroot too.
 enable_arm64_emulation() {
-  [ "$(uname -m)" = x86_64 ] || return 0
+  [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ] || return 0
   local misc=/proc/sys/fs/binfmt_misc
   [ -e "$misc/qemu-aarch64" ] && head -1 "$misc/qemu-aarch64" | grep -q enabled && return 0
+  if ! is_debian_root || ! command -v update-binfmts >/dev/null; then
+    log "arm64 emulation is off: arm64 images cannot be built or run here (see docs/building.md)"
+    return 0
+  fi
   need_root "arm64 emulation (binfmt_misc)" "mount binfmt_misc and run update-binfmts --enable qemu-aarch64"
   [ -e "$misc/register" ] || mount -t binfmt_misc binfmt_misc "$misc" \
     || die "cannot mount binfmt_misc on $misc: arm64 images cannot be built here (a container host must allow it)."
@@ -111,6 +125,15 @@ enable_arm64_emulation() {
   log "arm64 emulation enabled (qemu-aarch64 through binfmt_misc)"
 }
 
+# BuildKit honours SOURCE_DATE_EPOCH (and so makes the same image twice) from Engine 23 on.
+check_engine_version() {
+  local version
+  version=$(docker version --format '{{.Server.Version}}' 2>/dev/null) || die "docker version did not answer: see 'docker version'."
+  [ "${version%%.*}" -ge 23 ] 2>/dev/null \
+    || die "Docker Engine $version is too old: torchenv needs >= 23 (reproducible BuildKit builds); upgrade the engine, then rerun."
+}
+
 install_packages
 enable_arm64_emulation
 start_daemon
+check_engine_version
