@@ -11,6 +11,7 @@ from pathlib import Path
 from torchenv import PROJECT_ROOT
 from torchenv.commands import listing
 from torchenv.model.matrix import load_matrix
+from torchenv.model.settings import PYTORCH_INDEX, Settings
 
 RUFF = Path(sys.executable).with_name("ruff")
 
@@ -102,3 +103,13 @@ def test_dependencies_point_one_way() -> None:
                 assert imported not in ("engine", "pipeline"), f"{path.relative_to(PROJECT_ROOT)}: locking must not build images"
     for path in [PROJECT_ROOT / "tasks.py", *(PROJECT_ROOT / "torchenv").rglob("*.py")]:
         assert not re.search(r"^\s*(?:from|import) bench\b", path.read_text(), re.M), f"{path.relative_to(PROJECT_ROOT)} imports bench/"
+
+
+def test_a_fresh_fork_needs_no_repository_variable_or_secret() -> None:
+    """Every job passes with only the default token: a repository variable may only add a
+    mirror (empty, the PyTorch index itself is used) or switch on the GPU job."""
+    workflow = (PROJECT_ROOT / ".github" / "workflows" / "images.yml").read_text()
+    assert set(re.findall(r"secrets\.(\w+)", workflow)) <= {"GITHUB_TOKEN"}
+    assert set(re.findall(r"vars\.(\w+)", workflow)) <= {"TORCHENV_PYTORCH_INDEX", "TORCHENV_GPU_RUNNER"}
+    assert re.search(r"if: .*vars\.TORCHENV_GPU_RUNNER != ''", workflow)
+    assert Settings.load(environ={"TORCHENV_PYTORCH_INDEX": ""}).pytorch_index == PYTORCH_INDEX
