@@ -42,6 +42,8 @@ install_packages() {
   have_engine_tools || missing+=(engine)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  # pyproject.toml's requires-python (macOS's own python3 is 3.9).
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=("python3>=3.11")
   # Optional: without it the base is made in a container.
   command -v mmdebstrap >/dev/null || optional+=(mmdebstrap)
   # The tests push to and pull from a real registry (the distribution registry).
@@ -59,7 +61,7 @@ install_packages() {
     if [ ${#missing[@]} != 0 ]; then
       command -v apt-get >/dev/null && [ "$(id -u)" != 0 ] \
         && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
-      die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python 3 with venv, then rerun."
+      die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python >= 3.11 with venv, then rerun."
     fi
     log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests and zstd pushes cannot run, without qemu no arm64 images on amd64"
     return 0

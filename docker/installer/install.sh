@@ -14,6 +14,8 @@ here=$(dirname "$0")
 # The CA bundle is a secret mounted inside the cache mount: a mount point that does not
 # exist in the image would be created beside the venv and leave its trace in the layer.
 if [ -s /tmp/ca-bundle ]; then export SSL_CERT_FILE=/tmp/ca-bundle; fi
+# A private mirror's credentials (a secret, like the CA bundle).
+if [ -s /tmp/index-netrc ]; then export NETRC=/tmp/index-netrc; fi
 export UV_CACHE_DIR=/tmp/uv UV_LINK_MODE=copy UV_NO_PROGRESS=1 UV_PYTHON_DOWNLOADS=never
 
 [ -d /opt/venv ] || python3 -m venv /opt/venv

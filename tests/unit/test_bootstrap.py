@@ -27,11 +27,18 @@ def fake() -> Iterator[FakeEngine]:
 
 @pytest.mark.parametrize(
     ("found", "setting", "where"),
-    [("/usr/bin/mmdebstrap", "auto", "host"), (None, "auto", "container"), ("/usr/bin/mmdebstrap", "container", "container")],
+    [("1.3.5", "auto", "host"), (None, "auto", "container"), ("1.5.7", "auto", "container"), ("1.3.5", "container", "container")],
 )
-def test_the_host_makes_the_base_where_it_has_mmdebstrap(monkeypatch, found: str | None, setting: str, where: str) -> None:
-    monkeypatch.setattr(bootstrap.shutil, "which", lambda program: found)
+def test_the_host_makes_the_base_where_its_mmdebstrap_is_the_pinned_one(monkeypatch, found: str | None, setting: str, where: str) -> None:
+    """Another mmdebstrap makes another tarball: then the container's pinned one makes it."""
+    monkeypatch.setattr(bootstrap, "host_version", lambda: found)
+    assert bootstrap.UPSTREAM_VERSION == "1.3.5"
     assert bootstrap.maker(Settings(base_maker=setting)) == where
+
+
+def test_a_host_mmdebstrap_that_does_not_run_counts_as_none(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(bootstrap.shutil, "which", lambda program: str(tmp_path / "gone"))
+    assert bootstrap.host_version() is None
 
 
 def test_an_unknown_maker_is_one_line() -> None:
@@ -56,6 +63,17 @@ def test_the_container_runs_the_hosts_command_with_pinned_mmdebstrap(fake: FakeE
     inside = bootstrap.mmdebstrap_command(SPEC, Settings(), "/out/rootfs.tar")
     assert host[:-1] == inside[:-1] and host[-1] == str(rootfs)
     assert "exec env -i PYTHONDONTWRITEBYTECODE=1 LC_ALL=C.UTF-8 SOURCE_DATE_EPOCH=1700000000 " in script
+    assert "binfmt_misc" not in script  # a native base needs no emulators
+
+
+def test_another_architecture_mounts_the_hosts_emulators(fake: FakeEngine, tmp_path: Path) -> None:
+    fake.pullable[bootstrap.DEBIAN_IMAGE] = fake.add_image("debian")
+    arm64 = bootstrap.RootfsSpec("bookworm", platforms.ARM64, base.PACKAGES, base.DPKG_OPTIONS, base.CUSTOMIZE_HOOKS)
+    with pytest.raises(TorchenvError):
+        bootstrap.in_container(arm64, Settings(), tmp_path / "rootfs.tar", 1700000000)
+    script = (tmp_path / "make-rootfs.sh").read_text()
+    assert "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc" in script and " arch-test " in script
+    assert "--architectures=arm64" in script and fake.run_options[-1].platform == platforms.host_platform()
 
 
 def test_without_a_base_or_a_registry_the_container_maker_says_what_to_do(fake: FakeEngine, tmp_path: Path) -> None:

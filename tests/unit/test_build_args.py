@@ -55,7 +55,7 @@ def test_pytorch_index_variants_default_to_the_pytorch_index(matrix, name: str) 
     variant = matrix.get(name)
     assert index_url(variant, Settings()) == f"https://download.pytorch.org/whl/{variant.pytorch_channel}"
     assert Settings().pytorch_index_is_default and not Settings(pytorch_index=MIRROR).pytorch_index_is_default
-    with pytest.raises(TorchenvError, match=rf"variant {name}: TORCHENV_PYTORCH_INDEX is empty; unset it"):
+    with pytest.raises(TorchenvError, match=rf"variant {name}: the setting pytorch_index is empty; remove it"):
         index_url(variant, Settings(pytorch_index=""))
 
 
@@ -124,3 +124,17 @@ def test_a_second_build_of_the_same_variant_refuses(matrix, tmp_path) -> None:
                 pass
         with exclusive_build(matrix.get("cu121"), settings):  # other variants are not held up
             pass
+
+
+def test_a_private_mirrors_credentials_reach_neither_the_build_arguments_nor_an_error(matrix, tmp_path) -> None:
+    """Build arguments are in the image's history: the credentials go in as a secret netrc."""
+    settings = Settings(pytorch_index="https://alice:s3cr%40t@mirror.example.test/whl", work_dir=tmp_path)
+    request = build_request(matrix.get("cu118"), settings, "base")
+    assert request.build_args["TORCH_INDEX_URL"] == "https://mirror.example.test/whl/cu118"
+    assert "s3cr" not in " ".join(request.command(tmp_path / "iid"))
+    netrc = request.secrets["index-netrc"]
+    assert netrc.read_text() == "machine mirror.example.test login alice password s3cr@t\n"
+    assert netrc.stat().st_mode & 0o077 == 0
+    with pytest.raises(TorchenvError) as caught:
+        require_reachable(matrix.get("cu118"), Settings(pytorch_index="http://alice:s3cret@127.0.0.1:9/whl"), timeout=5)
+    assert "s3cret" not in str(caught.value) and "http://127.0.0.1:9/whl/cu118/torch/" in str(caught.value)

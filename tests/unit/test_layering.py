@@ -37,3 +37,11 @@ def test_the_packages_of_a_pytorch_channel_go_to_their_own_part() -> None:
     torchvision = "torchvision==1+cu118 \\\n    --hash=sha256:dd\n"
     parts = split_requirements(filelock + torch + torchvision, frozenset({"torch", "torchvision", "torchaudio"}))
     assert parts == {"nvidia": "", "rest": filelock, "pytorch-index": torch + torchvision}
+
+
+def test_the_build_installer_is_the_uv_the_host_tools_use() -> None:
+    """Locks are made with the host's uv; builds install them with the same version."""
+    root = LOCK.parents[2]
+    pin = [line.split()[0] for line in (root / "requirements-dev.txt").read_text().splitlines() if line.startswith("uv==")]
+    installer = (root / "docker" / "installer" / "requirements.txt").read_text()
+    assert pin and installer.count("--hash=sha256:") >= 2 and f"\n{pin[0]} \\" in installer

@@ -119,7 +119,10 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
             raise TorchenvError(f"uv could not resolve {variant.name}: {' '.join(lines[-3:])}")
-        download = sizes.wheel_bytes(resolved.read_text(), index or wheels.pypi_simple_url(), platform, settings)
+        pypi = wheels.pypi_simple_url()
+        download = sizes.wheel_bytes(
+            resolved.read_text(), lambda name: index if index and name in compat.PYTORCH_INDEX_PACKAGES else pypi, platform, settings
+        )
         header = [
             f"# torchenv lock for variant {variant.name}: torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python}.",
             f"# Made by `invoke lock --variant {variant.name}{platform_option(variant)}`; "
@@ -134,7 +137,13 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
         text = "\n".join(header) + "\n" + resolved.read_text()
         if target.exists() and without_epoch(target.read_text()) == without_epoch(text):
             return target  # nothing changed: keep the file, and with it the images' timestamps
-        target.write_text(text)
+        try:
+            target.write_text(text)
+        except OSError as error:
+            raise TorchenvError(
+                f"cannot write the lock of {variant.name} to {display_path(target)} ({error.strerror}); "
+                "make it writable or point TORCHENV_LOCK_DIR at a writable folder"
+            ) from None
     return target
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from torchenv.locking.wheels import file_sizes
 from torchenv.model import platforms
@@ -24,13 +25,13 @@ def locked_hashes(lock_text: str) -> dict[str, list[str]]:
     return {match[1].lower(): re.findall(r"sha256:([0-9a-f]{64})", match["hashes"]) for match in PACKAGE.finditer(lock_text)}
 
 
-def wheel_bytes(lock_text: str, index: str, platform: str, settings: Settings) -> int | None:
-    """The download size of the wheels a build of this lock installs, from the index's file
-    sizes; None when the index does not give them."""
+def wheel_bytes(lock_text: str, index_of: Callable[[str], str], platform: str, settings: Settings) -> int | None:
+    """The download size of the wheels a build of this lock installs, from the file sizes
+    of the index each package comes from (INDEX_OF its name); None when one does not give them."""
     arch = platforms.MACHINES[platform]
     total = 0
     for name, hashes in locked_hashes(lock_text).items():
-        sizes = file_sizes(index, name, settings)
+        sizes = file_sizes(index_of(name), name, settings)
         candidates = [sizes[digest] for digest in hashes if digest in sizes]
         if not candidates:
             return None

@@ -8,7 +8,7 @@ import ssl
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Variant
@@ -34,10 +34,30 @@ def index_url(variant: Variant, settings: Settings) -> str | None:
         return None
     if not settings.pytorch_index:
         raise TorchenvError(
-            f"variant {variant.name}: TORCHENV_PYTORCH_INDEX is empty; unset it to use the PyTorch wheel index, "
-            f"or set it to a mirror of it (one that serves <URL>/{channel}/torch/)"
+            f"variant {variant.name}: the setting pytorch_index is empty; remove it (from invoke.yaml) to use the PyTorch "
+            f"wheel index, or set it to a mirror of it (one that serves <URL>/{channel}/torch/)"
         )
     return f"{settings.pytorch_index.rstrip('/')}/{channel}"
+
+
+def without_credentials(url: str) -> str:
+    """URL without a user and password (a private mirror's): what logs, errors and the
+    image's build arguments may show."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    return parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else "")).geturl()
+
+
+def netrc_entry(url: str) -> str | None:
+    """A netrc line with URL's credentials, which installers read from a secret file
+    instead of the URL; None when it has none."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    return f"machine {parts.hostname} login {unquote(parts.username)} password {unquote(parts.password or '')}\n"
 
 
 def is_loopback(url: str) -> bool:
@@ -84,7 +104,8 @@ def require_reachable(variant: Variant, settings: Settings, timeout: float = 15)
             "at a reachable mirror of the PyTorch wheel index, and retry"
         )
         raise TorchenvError(
-            f"variant {variant.name}: {source_description(variant)} could not be reached at {index}/torch/ ({reason}); {fix}"
+            f"variant {variant.name}: {source_description(variant)} could not be reached at "
+            f"{without_credentials(index)}/torch/ ({reason}); {fix}"
         ) from None
 
 

@@ -35,8 +35,8 @@ class Settings:
     # Set it when debian_mirror is a snapshot archive: mmdebstrap then accepts its Release
     # files, which are past their Valid-Until date by design.
     debian_snapshot: bool = False
-    # Where mmdebstrap runs to make the base: auto (the host's if installed, else in a
-    # container: macOS, Windows, other Linux), host, or container.
+    # Where mmdebstrap runs to make the base: auto (on the host if it has the pinned
+    # mmdebstrap 1.3.5, else in a container: macOS, Windows, other Linux), host, or container.
     base_maker: str = "auto"
     # Where the image says it came from (OCI label).
     source_url: str = "https://github.com/torchenv/torchenv"

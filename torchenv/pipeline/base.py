@@ -70,7 +70,7 @@ FALLBACK_EPOCH = 1700000000
 def source_date_epoch() -> int:
     """The commit time of the last change to the base's definition, not the clock, so the
     base (and everything above it) does not change when unrelated code does."""
-    return git.last_change_time("torchenv/pipeline/base.py", "docker/base/") or FALLBACK_EPOCH
+    return git.last_change_time("torchenv/pipeline/base.py", "torchenv/pipeline/bootstrap.py", "docker/base/") or FALLBACK_EPOCH
 
 
 def base_inputs(suite: str, settings: Settings, platform: str = platforms.AMD64) -> dict[str, object]:
@@ -87,6 +87,7 @@ def base_inputs(suite: str, settings: Settings, platform: str = platforms.AMD64)
         "snapshot": settings.debian_snapshot,
         "epoch": source_date_epoch(),
         "mmdebstrap": bootstrap.MMDEBSTRAP_VERSION,
+        "environment": bootstrap.ENVIRONMENT,
         "dockerfile": BASE_DOCKERFILE.read_text(),
     }
 

@@ -20,6 +20,7 @@ from torchenv.model.settings import Settings
 
 # The mmdebstrap a container installs (bookworm's): another version makes another tarball.
 MMDEBSTRAP_VERSION = "1.3.5-7"
+UPSTREAM_VERSION = MMDEBSTRAP_VERSION.split("-")[0]
 # Where no torchenv base is present yet to run it in: Debian's own image, by digest (two
 # public Dockerfiles pin this bookworm-slim index).
 DEBIAN_IMAGE = "debian:bookworm-slim@sha256:7b140f374b289a7c2befc338f42ebe6441b7ea838a042bbd5acbfca6ec875818"
@@ -27,11 +28,13 @@ MAKERS = ("auto", "host", "container")
 # The container's own mount point for the output (a fresh directory on the host).
 OUTPUT = "/out"
 SCRIPT = "make-rootfs.sh"
+BINFMT = "/proc/sys/fs/binfmt_misc"
 MAKE_TIMEOUT_S = 1800
 # mmdebstrap's environment is the same wherever it runs, and no more than this: the
 # caller's own variables would reach the maintainer scripts (PYTHONDONTWRITEBYTECODE
 # decides whether importing debpython writes timestamped .pyc files before py3compile
-# writes hash-checked ones). Proxies pass through: they change no byte of the result.
+# writes hash-checked ones). The search path and proxies pass through (into the
+# container too): they change no byte of the result.
 ENVIRONMENT = {"PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
 PASSED_THROUGH = ("PATH", "TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
@@ -45,8 +48,8 @@ def environment(epoch: int) -> dict[str, str]:
 def shell_environment(epoch: int) -> str:
     """The same for `env -i` in a container's shell: its own PATH and proxies, if set."""
     fixed = [f"{name}={value}" for name, value in {**ENVIRONMENT, "SOURCE_DATE_EPOCH": str(epoch)}.items()]
-    # Unquoted: an unset variable gives no word at all (its value has no spaces).
-    passed = [f"${{{name}+{name}=${name}}}" for name in PASSED_THROUGH]
+    # An unset variable gives no word at all, a set one exactly one.
+    passed = [f'${{{name}+"{name}=${name}"}}' for name in PASSED_THROUGH]
     return " ".join([shlex.join(fixed), *passed])
 
 
@@ -80,7 +83,7 @@ def maker(settings: Settings) -> str:
         raise TorchenvError(f"base_maker (TORCHENV_BASE_MAKER) is {settings.base_maker!r}; use one of: {', '.join(MAKERS)}")
     if settings.base_maker != "auto":
         return settings.base_maker
-    return "host" if host_version() == MMDEBSTRAP_VERSION.split("-")[0] else "container"
+    return "host" if host_version() == UPSTREAM_VERSION else "container"
 
 
 def host_version() -> str | None:
@@ -88,7 +91,10 @@ def host_version() -> str | None:
     program = shutil.which("mmdebstrap")
     if program is None:
         return None
-    shown = subprocess.run([program, "--version"], capture_output=True, text=True)
+    try:
+        shown = subprocess.run([program, "--version"], capture_output=True, text=True)
+    except OSError:
+        return None
     return shown.stdout.split()[-1] if shown.returncode == 0 and shown.stdout.split() else None
 
 
@@ -113,31 +119,44 @@ def make_rootfs(spec: RootfsSpec, settings: Settings, rootfs: Path, epoch: int) 
 def in_container(spec: RootfsSpec, settings: Settings, rootfs: Path, epoch: int) -> None:
     """mmdebstrap in a throwaway container of the base's platform: it installs the pinned
     mmdebstrap from Debian's archive and writes the tarball into ROOTFS's directory."""
-    image = maker_image(platforms.host_platform())
+    native = platforms.host_platform()
+    image = maker_image(native)
     command = mmdebstrap_command(spec, settings, f"{OUTPUT}/{rootfs.name}")
+    # A base from a snapshot archive lists it as its apt source: past Valid-Until by design.
+    update = "apt-get update -qq" + (" -o Acquire::Check-Valid-Until=false" if settings.debian_snapshot else "")
     (rootfs.parent / SCRIPT).write_text(
         "set -eu\n"
         "export DEBIAN_FRONTEND=noninteractive\n"
-        "apt-get update -qq\n"
-        # `mount`: mmdebstrap's root mode mounts /proc and /dev inside the new root.
-        f"apt-get install -y -qq --no-install-recommends mmdebstrap={MMDEBSTRAP_VERSION} mount >/dev/null\n"
-        f"exec env -i {shell_environment(epoch)} {shlex.join(command)}\n"
+        f"{update}\n"
+        # `mount`: mmdebstrap's root mode mounts /proc and /dev inside the new root;
+        # arch-test: it checks with it that another architecture can run.
+        f"apt-get install -y -qq --no-install-recommends mmdebstrap={MMDEBSTRAP_VERSION} mount arch-test >/dev/null\n"
+        # The host's emulators (binfmt_misc, with the F flag) serve the container too, once
+        # it is mounted there: mmdebstrap looks for them to run another architecture.
+        + ("" if spec.platform == native else f"mountpoint -q {BINFMT} || mount -t binfmt_misc binfmt_misc {BINFMT}\n")
+        + f"exec env -i {shell_environment(epoch)} {shlex.join(command)}\n"
     )
-    found = host_version()
-    why = "no mmdebstrap on this host" if found is None else f"the host's mmdebstrap is {found}, not {MMDEBSTRAP_VERSION}"
-    print(f"torchenv: {why}: making the {spec.suite} base in a container of {image[:60]}", flush=True)
+    print(f"torchenv: {container_reason(settings)}: making the {spec.suite} base in a container of {image[:60]}", flush=True)
     options = RunOptions(
         # The engine's own platform: mmdebstrap makes another architecture's root through
         # emulation (binfmt_misc), as it does on a host.
-        platform=platforms.host_platform(),
+        platform=native,
         hardened=False,  # it downloads from Debian's archive and mounts inside its new root
         privileged=True,
         volumes={str(rootfs.parent): (OUTPUT, "rw")},
+        environment={name: os.environ[name] for name in PASSED_THROUGH if name != "PATH" and name in os.environ},
     )
     result = engine.get().run(image, ["sh", f"{OUTPUT}/{SCRIPT}"], options, timeout=MAKE_TIMEOUT_S)
     if result.exit_code != 0 or not rootfs.is_file():
         reason = engine.last_line(result.stderr) or engine.last_line(result.stdout) or f"exit {result.exit_code}"
         raise TorchenvError(f"mmdebstrap in a container of {image[:60]} could not make the {spec.suite} base: {reason}")
+
+
+def container_reason(settings: Settings) -> str:
+    if settings.base_maker == "container":
+        return "TORCHENV_BASE_MAKER=container"
+    found = host_version()
+    return "no mmdebstrap on this host" if found is None else f"the host's mmdebstrap is {found}, not {UPSTREAM_VERSION}"
 
 
 def maker_image(platform: str) -> str:
@@ -150,6 +169,8 @@ def maker_image(platform: str) -> str:
             candidates.append((facts.created, image_id))
     if candidates:
         return max(candidates)[1]
+    if docker.image_id(DEBIAN_IMAGE):
+        return DEBIAN_IMAGE
     try:
         docker.pull(DEBIAN_IMAGE, platform=platform)
     except TorchenvError as error:

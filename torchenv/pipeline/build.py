@@ -52,7 +52,8 @@ def build_args(variant: Variant, settings: Settings, base_image: str, lock: Lock
         "LOCKED": "1" if lock else "0",
         # Image and file timestamps come from the lock, never the clock.
         "SOURCE_DATE_EPOCH": str(lock.source_date_epoch if lock else FALLBACK_EPOCH),
-        "TORCH_INDEX_URL": wheels.index_url(variant, settings) or "",
+        # Without a private mirror's credentials: build arguments are in the image's history.
+        "TORCH_INDEX_URL": wheels.without_credentials(wheels.index_url(variant, settings) or ""),
     }
 
 
@@ -75,6 +76,10 @@ def build_request(variant: Variant, settings: Settings, base_image: str, lock: L
     NO_CACHE runs every step again; BuildKit then also gives the steps empty cache mounts."""
     ca_bundle = settings.ca_bundle_path()
     index = wheels.index_url(variant, settings)
+    # Secret mounts: the installers see them during the RUN, no layer or history keeps them.
+    secrets = {"ca-bundle": ca_bundle} if ca_bundle else {}
+    if index and (entry := wheels.netrc_entry(index)):
+        secrets["index-netrc"] = secret_file(settings, "index-netrc", entry)
     return BuildRequest(
         context=PROJECT_ROOT,
         dockerfile=DOCKERFILE,
@@ -82,13 +87,23 @@ def build_request(variant: Variant, settings: Settings, base_image: str, lock: L
         build_args=build_args(variant, settings, base_image, lock),
         # The requirements file (the lock, or the plain pins) travels as its own small context.
         contexts={"requirements": requirements_context(variant, settings, lock)},
-        # A secret mount: the installers see it during the RUN, no layer or history keeps it.
-        secrets={"ca-bundle": ca_bundle} if ca_bundle else {},
+        secrets=secrets,
         labels=image_labels(variant, settings, lock),
         no_cache=no_cache,
         progress=settings.progress,
         network="host" if index and wheels.is_loopback(index) else None,
     )
+
+
+def secret_file(settings: Settings, name: str, text: str) -> Path:
+    """TEXT in a file only its owner reads, for a BuildKit secret."""
+    folder = settings.work_dir / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / name
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
 
 
 def requirements_context(variant: Variant, settings: Settings, lock: Lock | None) -> Path:
