@@ -127,6 +127,17 @@ def test_push_needs_a_record_in_which_every_test_passed(fake: FakeEngine, matrix
     assert ("push", "127.0.0.1:5000/torchenv:cu117") not in fake.calls
 
 
+def test_push_needs_the_lock_to_be_committed(fake: FakeEngine, matrix: Matrix, settings: Settings, monkeypatch) -> None:
+    """An image built from a lock its first build wrote: a pull elsewhere could not check it."""
+    built(fake, matrix.get("cu117"), settings)
+    monkeypatch.setattr(publish.git, "is_committed", lambda path: False)
+    with pytest.raises(TorchenvError, match=r"^images/locks/cu117.txt is not committed \(a build wrote it\); commit it, so that"):
+        publish.push("cu117", matrix, settings, "127.0.0.1:5000", "gzip")
+    assert not [call for call in fake.calls if call[0] == "push"]
+    monkeypatch.setattr(publish.git, "is_committed", lambda path: None)  # no checkout: git cannot tell
+    assert publish.push("cu117", matrix, settings, "127.0.0.1:5000", "gzip").digest
+
+
 def test_one_platform_push_and_multi_platform_index_get_tags_of_one_scheme(fake: FakeEngine, matrix: Matrix, settings: Settings) -> None:
     built(fake, matrix.get("cu117"), settings)
     arm64 = matrix.get("cpu", platforms.ARM64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from torchenv import PROJECT_ROOT
 
@@ -26,3 +27,13 @@ def last_change_time(*paths: str) -> int | None:
     """The commit time of the last commit that touched PATHS, or None if there is none."""
     stamp = _git("log", "-1", "--format=%ct", "--", *paths)
     return int(stamp) if stamp and stamp.isdigit() else None
+
+
+def is_committed(path: Path) -> bool | None:
+    """Whether PATH is in the checked-out commit as it is on disk; None where git cannot
+    tell (no checkout, or PATH outside it)."""
+    if not path.resolve().is_relative_to(PROJECT_ROOT) or head() is None:
+        return None
+    relative = str(path.resolve().relative_to(PROJECT_ROOT))
+    tracked = _git("ls-files", "--error-unmatch", "--", relative) is not None
+    return tracked and _git("diff", "--quiet", "HEAD", "--", relative) is not None

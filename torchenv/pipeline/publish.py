@@ -14,7 +14,7 @@ from torchenv.model.matrix import Matrix, Variant
 from torchenv.model.names import Label
 from torchenv.model.records import PlatformPush, PushRecord
 from torchenv.model.settings import Settings
-from torchenv.pipeline import zstd_push
+from torchenv.pipeline import git, zstd_push
 from torchenv.pipeline.build import image_tag
 from torchenv.pipeline.tagging import published_tags, tags_for
 from torchenv.pipeline.testrecords import passed_record
@@ -54,6 +54,13 @@ def tested_image(variant: Variant, settings: Settings) -> str:
     if passed_record(image_id, settings) is None:
         raise TorchenvError(
             f"{tag} ({image_id[:19]}) has no passing test record; run `invoke test --variant {variant.name}` first, then push"
+        )
+    lock = read_lock(variant, settings.lock_dir)
+    if lock is not None and git.is_committed(lock.path) is False:
+        # `invoke pull` elsewhere checks a pushed image against the committed lock.
+        raise TorchenvError(
+            f"{display_path(lock.path)} is not committed (a build wrote it); commit it, so that a pull elsewhere "
+            f"can check {tag} against it, then push"
         )
     return image_id
 
