@@ -54,6 +54,7 @@ def test_a_variant_without_a_lock_is_locked_from_the_mirror_and_built_from_it(
     lock = lock_path(variant, mirror_settings.lock_dir)
     text = lock.read_text()
     assert "# wheel-source: pytorch index (cu117)" in text
+    assert f"# pytorch-index: {mirror.url}/cu117 (torch, torchaudio, torchvision)" in text
     hashes = locked_hashes(text)
     # The lock names the mirror's own files: their hashes, computed here from the bytes served.
     for wheel in mirrored_wheels:

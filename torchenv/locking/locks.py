@@ -123,12 +123,15 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
         download = sizes.wheel_bytes(
             resolved.read_text(), lambda name: index if index and name in compat.PYTORCH_INDEX_PACKAGES else pypi, platform, settings
         )
+        from_index = ", ".join(sorted(compat.PYTORCH_INDEX_PACKAGES))
         header = [
             f"# torchenv lock for variant {variant.name}: torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python}.",
             f"# Made by `invoke lock --variant {variant.name}{platform_option(variant)}`; "
             "builds install exactly this (--require-hashes --no-deps).",
             f"# requirements: {' '.join(variant.requirements)}",
             f"# wheel-source: {wheel_source_name(variant)}",
+            # Where the hashes of the PyTorch index's files came from (a mirror, say).
+            *([f"# pytorch-index: {wheels.without_credentials(index)} ({from_index})"] if index else []),
             f"# platform: {platform}",
             f"# wheel-bytes: {download if download is not None else 'unknown'}",
             f"# source-date-epoch: {int(time.time())}",
