@@ -17,7 +17,7 @@ import pytest
 
 from torchenv import PROJECT_ROOT, engine
 from torchenv.errors import TorchenvError
-from torchenv.locking.locks import LOCK_DIR
+from torchenv.locking.locks import LOCK_DIR, locked_packages, read_lock
 from torchenv.model.matrix import load_matrix
 from torchenv.model.names import Label
 from torchenv.model.settings import Settings
@@ -55,11 +55,24 @@ def test_tampered_hash_fails_in_one_line_and_tags_nothing(tmp_path: Path) -> Non
     assert {line for line in image_state() if not line.startswith("<none>")} == {line for line in before if not line.startswith("<none>")}
 
 
-def test_unlocked_build_needs_the_flag(tmp_path: Path) -> None:
-    settings = dataclasses.replace(Settings.load(), lock_dir=tmp_path, image_name="torchenv-test-unlocked", work_dir=tmp_path / "work")
+def test_a_build_without_a_lock_locks_it_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a lock (and without --allow-unlocked) the build locks the variant from its
+    wheel source, which answered, then builds from that lock: it stops here at a disk check
+    set out of reach, after the lock and before anything is built."""
+    settings = dataclasses.replace(
+        Settings.load(), lock_dir=tmp_path, image_name="torchenv-test-unlocked", work_dir=tmp_path / "work", min_free_gb=1e6
+    )
     matrix = load_matrix(settings.matrix)
-    with pytest.raises(TorchenvError, match="has no lock"):
+    before = image_state()
+    with pytest.raises(TorchenvError, match=r"a build of cu117 needs about 1000000 GB"):
         build_variant(matrix.get(VARIANT), matrix, settings)
+    assert "cu117 has no lock yet: locking it from PyPI" in capsys.readouterr().out
+    made = read_lock(matrix.get(VARIANT), tmp_path)
+    assert made is not None and made.source == "pypi"
+    # The same pins as the committed lock, resolved again (versions of PyPI's newer releases may differ).
+    pins = locked_packages(made)
+    assert pins["torch"] == "2.0.1" and pins["nvidia-cudnn-cu11"] == "8.5.0.96" and pins["numpy"].startswith("1.")
+    assert image_state() == before
 
 
 def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_path: Path) -> None:
