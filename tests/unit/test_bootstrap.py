@@ -80,8 +80,10 @@ def test_without_a_base_or_a_registry_the_container_maker_says_what_to_do(fake: 
     with pytest.raises(TorchenvError) as caught:
         bootstrap.in_container(SPEC, Settings(), tmp_path / "rootfs.tar", 1700000000)
     message = str(caught.value)
-    assert message.startswith("no mmdebstrap on this host and no image to run it in: pulling debian:bookworm-slim@sha256:")
-    assert message.endswith("install mmdebstrap, or let the engine reach a registry once (it pulls Debian's image by digest)")
+    assert message.startswith("no torchenv base here to run mmdebstrap in, and pulling debian:bookworm-slim@sha256:")
+    assert message.endswith(
+        "install mmdebstrap 1.3.5 on the host, or let the engine reach a registry once (it pulls Debian's image by digest)"
+    )
     assert "\n" not in message and not fake.run_options
 
 

@@ -117,8 +117,8 @@ def make_rootfs(spec: RootfsSpec, settings: Settings, rootfs: Path, epoch: int) 
 
 
 def in_container(spec: RootfsSpec, settings: Settings, rootfs: Path, epoch: int) -> None:
-    """mmdebstrap in a throwaway container of the base's platform: it installs the pinned
-    mmdebstrap from Debian's archive and writes the tarball into ROOTFS's directory."""
+    """mmdebstrap in a throwaway container of the engine's own platform: it installs the
+    pinned mmdebstrap from Debian's archive and writes the tarball into ROOTFS's directory."""
     native = platforms.host_platform()
     image = maker_image(native)
     command = mmdebstrap_command(spec, settings, f"{OUTPUT}/{rootfs.name}")
@@ -175,7 +175,7 @@ def maker_image(platform: str) -> str:
         docker.pull(DEBIAN_IMAGE, platform=platform)
     except TorchenvError as error:
         raise TorchenvError(
-            f"no mmdebstrap on this host and no image to run it in: {error}; install mmdebstrap, "
+            f"no torchenv base here to run mmdebstrap in, and {error}; install mmdebstrap {UPSTREAM_VERSION} on the host, "
             "or let the engine reach a registry once (it pulls Debian's image by digest)"
         ) from None
     return DEBIAN_IMAGE
