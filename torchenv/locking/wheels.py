@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import ssl
 import urllib.error
@@ -11,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from torchenv.errors import TorchenvError
+from torchenv.model.addresses import is_loopback_host
 from torchenv.model.matrix import Variant
 from torchenv.model.settings import Settings
 
@@ -63,13 +63,7 @@ def netrc_entry(url: str) -> str | None:
 def is_loopback(url: str) -> bool:
     """True for an index on this machine's loopback (a local mirror): a build reaches it
     only over the host's network."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def source_description(variant: Variant) -> str:

@@ -6,7 +6,6 @@ clients need `--compression gzip`."""
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from torchenv import engine
 from torchenv.errors import TorchenvError
+from torchenv.model.addresses import is_loopback_host
 
 # containers/image maps every level from 10 up to zstd's best-compression encoder, so 19
 # costs no more than 10 and names the intent: smallest pull.
@@ -37,13 +37,7 @@ def host_and_port(registry: str) -> tuple[str, int | None]:
 
 def is_local(registry: str) -> bool:
     """Docker talks plain HTTP to a registry on the loopback; skopeo must be told to."""
-    host, _ = host_and_port(registry)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host_and_port(registry)[0])
 
 
 def skopeo() -> str:
