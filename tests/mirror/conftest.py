@@ -5,13 +5,13 @@ names that build. Downloaded once into build/wheelhouse (about 650 MB), kept bet
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from torchenv import PROJECT_ROOT
+from torchenv.locking.layering import PYTORCH_PART, split_requirements
 from torchenv.locking.locks import LOCK_DIR
 from torchenv.model import compat
 from torchenv.model.matrix import Matrix, Variant, load_matrix
@@ -24,12 +24,6 @@ CHANNEL = "cu117"
 # The lock whose wheels the mirror serves.
 SOURCE_LOCK = LOCK_DIR / "cu117.txt"
 WHEELHOUSE = PROJECT_ROOT / "build" / "wheelhouse" / "cu117"
-
-
-def locked_entries(lock_text: str, names: frozenset[str]) -> str:
-    """The lock's entries (pin and hash lines) for NAMES, as a requirements file."""
-    entries = re.findall(r"^([A-Za-z0-9_.\-]+==\S+(?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})+)", lock_text, re.M)
-    return "".join(entry + "\n" for entry in entries if entry.split("==")[0].lower() in names)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +39,9 @@ def variant(matrix: Matrix) -> Variant:
 @pytest.fixture(scope="session")
 def mirrored_wheels() -> list[Path]:
     """The mirror's wheels: PyPI's files (their hashes as cu117's lock has them), relabelled."""
-    downloaded = index.download(locked_entries(SOURCE_LOCK.read_text(), compat.PYTORCH_INDEX_PACKAGES), WHEELHOUSE)
+    # The lock's entries of these three, as the layering gives a PyTorch-index variant's.
+    entries = split_requirements(SOURCE_LOCK.read_text(), compat.PYTORCH_INDEX_PACKAGES)[PYTORCH_PART]
+    downloaded = index.download(entries, compat.PYTORCH_INDEX_PACKAGES, WHEELHOUSE)
     labelled = WHEELHOUSE / "labelled"
     labelled.mkdir(exist_ok=True)
     return [index.relabel(wheel, CHANNEL, labelled) for wheel in downloaded]

@@ -33,17 +33,16 @@ def project_of(wheel: Path) -> str:
     return re.sub(r"[-_.]+", "-", wheel.name.split("-", 1)[0]).lower()
 
 
-def download(requirements: str, into: Path) -> list[Path]:
-    """pip downloads exactly these hash-pinned wheels (no dependencies) for this host's
-    Python into INTO; files already there with a locked hash are kept."""
+def download(requirements: str, projects: frozenset[str], into: Path) -> list[Path]:
+    """pip downloads exactly these hash-pinned wheels of PROJECTS (no dependencies) for this
+    host's Python into INTO; files already there with a locked hash are kept."""
     into.mkdir(parents=True, exist_ok=True)
     wanted = into / "requirements.txt"
     wanted.write_text(requirements)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"]
     command += ["--require-hashes", "--only-binary", ":all:", "--dest", str(into), "-r", str(wanted)]
     subprocess.run(command, check=True)
-    names = {re.sub(r"[-_.]+", "-", line.split("==")[0]).lower() for line in requirements.splitlines() if "==" in line}
-    return sorted(wheel for wheel in into.glob("*.whl") if project_of(wheel) in names)
+    return sorted(wheel for wheel in into.glob("*.whl") if project_of(wheel) in projects)
 
 
 def relabel(wheel: Path, label: str, into: Path) -> Path:
