@@ -39,9 +39,9 @@ DPKG_OPTIONS = (
 # docker/base/adapt.sh, which every base, this one or an upstream image, goes through.)
 # /etc/hostname and /etc/resolv.conf are emptied: mmdebstrap copies them, mode and all,
 # from wherever it runs (the host's name and name servers have no place in an image, and
-# would make a base made on another machine or in a container differ). /etc/hosts, /etc/resolv.conf stay as
-# files: build steps mount the engine's over them, and a missing one would be created and
-# removed, changing /etc's mtime in every layer.
+# would make a base made on another machine or in a container differ). They and
+# /etc/hosts stay as files: build steps mount the engine's over them, and a missing one
+# would be created and removed, changing /etc's mtime in every layer.
 # The package list the base was made from goes into the image (and `invoke lock` keeps a
 # copy next to the locks).
 PACKAGE_LIST = "usr/share/torchenv/base-packages.txt"
