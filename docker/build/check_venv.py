@@ -36,6 +36,18 @@ def main() -> int:
     elif torch.version.cuda != want_cuda:
         problems.append(f"torch was built for CUDA {torch.version.cuda}, the matrix says {want_cuda}")
 
+    # The GPU code compiled in is what the matrix says (the image's label records it, and
+    # `verify` names other variants by it): read from the build, no GPU needed.
+    want_archs = os.environ.get("GPU_ARCHS", "")
+    if want_archs:
+        flags = getattr(torch._C, "_cuda_getArchFlags", lambda: "")() if torch.version.cuda else ""
+        found_archs = " ".join(flags.split()) or "none"
+        if found_archs != want_archs:
+            problems.append(
+                f"torch has GPU code for {found_archs}, the matrix says {want_archs}: "
+                "correct GPU_ARCHS in torchenv/model/compat.py for this torch and CUDA"
+            )
+
     # Every native extension loads: the build strips symbol tables from the biggest
     # libraries (triton's included), and a broken one must fail here, not at a user's.
     for module in ("torchvision", "torchaudio", "triton"):

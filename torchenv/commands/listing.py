@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from torchenv.model import gpus
 from torchenv.model.matrix import Matrix
 
-COLUMNS = ("variant", "platform", "torch", "torchvision", "torchaudio", "python", "cuda", "wheels from", "min. driver", "base")
+COLUMNS = (
+    "variant", "platform", "torch", "torchvision", "torchaudio", "python", "cuda",
+    "GPUs (compiled code)", "wheels from", "min. driver", "base",
+)  # fmt: skip
 
 
 def rows(matrix: Matrix) -> list[tuple[str, ...]]:
@@ -17,6 +21,7 @@ def rows(matrix: Matrix) -> list[tuple[str, ...]]:
             v.torchaudio,
             v.python,
             v.cuda,
+            gpus.runs_on_column(v.gpu_archs),
             "PyPI" if v.pytorch_channel is None else f"PyTorch index ({v.pytorch_channel})",
             v.min_driver or "-",
             v.base,

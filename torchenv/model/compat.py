@@ -79,6 +79,26 @@ def channel_for_build(cuda: str) -> str:
     return "cpu" if cuda == CPU_ONLY else "cu" + cuda.replace(".", "")
 
 
+# The GPU code each official CUDA build carries, by torch line and CUDA version, as
+# `torch._C._cuda_getArchFlags()` reads it in the built image (the build gate checks it and
+# the image's label records it). PyTorch's wheel builds set these lists; 2.1 dropped
+# Kepler, and only the CUDA 11.8 and 12.x builds have Hopper (sm_90) code.
+GPU_ARCHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("2.0", "11.7"): ("sm_37", "sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86"),
+    ("2.0", "11.8"): ("sm_37", "sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
+    ("2.1", "11.8"): ("sm_37", "sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
+    ("2.1", "12.1"): ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
+}
+
+
+def gpu_archs(torch_release: str, cuda: str) -> tuple[str, ...]:
+    """The GPU architectures of the official build of TORCH_RELEASE for CUDA; () for CPU-only."""
+    if cuda == CPU_ONLY:
+        return ()
+    line = ".".join(torch_release.split(".")[:2])
+    return GPU_ARCHS[(line, cuda)]
+
+
 def min_driver(cuda: str) -> str | None:
     if cuda == CPU_ONLY:
         return None

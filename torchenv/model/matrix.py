@@ -77,6 +77,11 @@ class Variant:
         return compat.min_driver(self.cuda)
 
     @property
+    def gpu_archs(self) -> tuple[str, ...]:
+        """The GPU code of its torch build (sm_86, ...); () for a CPU-only build."""
+        return compat.gpu_archs(self.torch_release, self.cuda)
+
+    @property
     def pytorch_channel(self) -> str | None:
         """The PyTorch index channel the wheels come from, or None for PyPI."""
         if self.wheel_source == compat.PYPI:

@@ -21,6 +21,8 @@ class Label:
     CUDA = PREFIX + "cuda"
     PYTHON = PREFIX + "python"
     MIN_DRIVER = PREFIX + "min-driver"
+    # The GPU code compiled into its torch, space-separated ("sm_37 sm_50 ..."), or "none".
+    GPU_ARCHS = PREFIX + "gpu-archs"
     LOCK_SHA256 = PREFIX + "lock-sha256"
     # On base images: the Debian suite they were made from.
     BASE = PREFIX + "base"
@@ -59,10 +61,15 @@ def identity_labels(variant: Variant, lock_sha256: str | None) -> dict[str, str]
         Label.TORCHAUDIO: variant.torchaudio,
         Label.CUDA: variant.cuda,
         Label.PYTHON: variant.python,
+        Label.GPU_ARCHS: gpu_archs_label(variant.gpu_archs),
     }
     if lock_sha256 is not None:
         labels[Label.LOCK_SHA256] = lock_sha256
     return labels
+
+
+def gpu_archs_label(archs: tuple[str, ...]) -> str:
+    return " ".join(archs) or "none"
 
 
 def label_mismatches(found: Mapping[str, str], expected: Mapping[str, str]) -> list[str]:

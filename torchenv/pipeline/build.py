@@ -15,8 +15,8 @@ from torchenv.locking import wheels
 from torchenv.locking.layering import LAYERS, PYTORCH_PART, split_requirements
 from torchenv.locking.locks import Lock, base_drift, base_list_path, read_lock, write_lock
 from torchenv.locking.sizes import build_needs_gb
-from torchenv.model import compat, names, platforms
-from torchenv.model.matrix import Matrix, Variant
+from torchenv.model import compat, gpus, names, platforms
+from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
 from torchenv.model.settings import Settings
@@ -48,6 +48,7 @@ def build_args(variant: Variant, settings: Settings, base_image: str, lock: Lock
         "TORCHVISION_VERSION": variant.torchvision,
         "TORCHAUDIO_VERSION": variant.torchaudio,
         "CUDA_VERSION": variant.cuda,
+        "GPU_ARCHS": names.gpu_archs_label(variant.gpu_archs),
         "MIN_DRIVER": variant.min_driver or "",
         "LOCKED": "1" if lock else "0",
         # Image and file timestamps come from the lock, never the clock.
@@ -123,6 +124,10 @@ def requirements_context(variant: Variant, settings: Settings, lock: Lock | None
         (context / layer / "requirements.txt").write_text(parts[layer])
     # The part of the second layer that comes from the PyTorch index.
     (context / "rest" / f"{PYTORCH_PART}.txt").write_text(parts[PYTORCH_PART])
+    # Beside the app: which variant has code for which GPU, for `verify` and `train` to name
+    # the variants that fit a GPU this one cannot run on.
+    (context / "app").mkdir(exist_ok=True)
+    (context / "app" / gpus.VARIANTS_FILE_NAME).write_text(gpus.gpu_variants_json(load_matrix(settings.matrix)))
     return context
 
 

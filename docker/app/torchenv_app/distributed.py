@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Options of `train` that only the launcher reads; the ranks get the rest.
-LAUNCH_OPTIONS = {"--nproc": 1, "--nnodes": 1, "--node-rank": 1, "--master": 1}
+LAUNCH_OPTIONS = {"--nproc": 1, "--nnodes": 1, "--node-rank": 1, "--master": 1, "--ddp": 0}
 
 
 @dataclass(frozen=True)

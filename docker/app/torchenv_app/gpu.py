@@ -1,9 +1,16 @@
-"""What the host's NVIDIA driver is, asked without torch (whose answer is a vague warning)."""
+"""The GPUs this app runs on: the host's NVIDIA driver (asked without torch, whose answer
+is a vague warning), the devices torch sees and whether this torch has code for them."""
 
 from __future__ import annotations
 
 import ctypes
+import json
+import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+
+from torchenv_app import archs
 
 
 def driver_version() -> str | None:
@@ -42,3 +49,68 @@ def _from_proc() -> str | None:
 
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+# ---- GPU architectures ----------------------------------------------------------------
+
+# Which variant runs on which GPU: written into the image by the build (from the matrix),
+# or named by TORCHENV_GPU_VARIANTS where the app runs outside an image.
+VARIANTS_FILE = Path(__file__).resolve().parent.parent / "gpu-variants.json"
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    name: str
+    capability: archs.Capability
+
+
+def visible_devices() -> list[Device]:
+    """The GPUs torch sees, with their compute capabilities ([] without any)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's generic driver and capability warnings; ours are precise
+        if not torch.cuda.is_available():
+            return []
+        count = torch.cuda.device_count()
+        return [Device(i, torch.cuda.get_device_name(i), tuple(torch.cuda.get_device_capability(i))) for i in range(count)]
+
+
+def compiled_archs() -> list[str]:
+    """The GPU code compiled into this torch (sm_86, compute_90, ...); [] for a CPU-only build.
+    Read from the build itself, so it is right with or without a GPU."""
+    import torch
+
+    if torch.version.cuda is None:
+        return []
+    flags = getattr(torch._C, "_cuda_getArchFlags", lambda: "")()
+    return flags.split() if flags else list(torch.cuda.get_arch_list())
+
+
+def variant_archs() -> dict[str, list[str]]:
+    """Every CUDA variant's GPU architectures, by name (from the file the build wrote)."""
+    path = Path(os.environ.get("TORCHENV_GPU_VARIANTS") or VARIANTS_FILE)
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: list(entry["gpu_archs"]) for name, entry in facts.items()}
+
+
+def unsupported(devices: list[Device], compiled: list[str]) -> str | None:
+    """One line on the first GPU this torch has no code for, naming the variants that fit; None if all fit."""
+    for device in devices:
+        if archs.runs_on(compiled, device.capability):
+            continue
+        fitting = archs.fitting_variants(variant_archs(), device.capability)
+        advice = (
+            "use the " + " or ".join(fitting) + " variant" + ("s" if len(fitting) > 1 else "")
+            if fitting
+            else "no torchenv variant has code for it; a newer torch release is needed"
+        )
+        return (
+            f"GPU {device.index} ({device.name}, compute capability {archs.describe(device.capability)}) cannot run this torch, "
+            f"built for {archs.span(compiled)}: {advice}"
+        )
+    return None

@@ -18,11 +18,10 @@ import os
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-from torchenv_app import distributed
+from torchenv_app import distributed, gpu
 from torchenv_app.support import compile_unsupported
 
 EXIT_OK = 0
@@ -32,6 +31,7 @@ EXIT_OUTPUT_NOT_WRITABLE = 4
 EXIT_DEVICE_UNAVAILABLE = 5
 EXIT_LOSS_NOT_FINITE = 6
 EXIT_RANKS_DIVERGED = 7
+EXIT_GPU_UNSUPPORTED = 8
 
 # "Clearly below": the last epoch's mean loss must be at most this share of the first's.
 REQUIRED_LOSS_RATIO = 0.5
@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--nproc", type=positive_int, default=1, help="processes on this node (DistributedDataParallel: gloo/NCCL)")
+    parser.add_argument(
+        "--ddp", action="store_true", help="DistributedDataParallel through torchrun even for one process (a one-GPU node of a job)"
+    )
     parser.add_argument("--nnodes", type=positive_int, default=1, help="nodes taking part, each running train with its --node-rank")
     parser.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nnodes-1")
     parser.add_argument(
@@ -89,20 +92,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def pick_device(requested: str) -> str:
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        available = torch.cuda.is_available()
-    if requested == "cuda" and not available:
+def pick_device(requested: str, processes: int = 1) -> str:
+    """The device to train on, refused in one line before anything starts when it cannot
+    work: no GPU, a GPU this torch has no code for, or fewer GPUs than NCCL processes."""
+    devices = gpu.visible_devices()
+    if requested == "cuda" and not devices:
         raise TrainError(
             "--device cuda: no GPU is visible in this container; run it with --gpus all (compose: --profile gpu) or use --device cpu",
             EXIT_DEVICE_UNAVAILABLE,
         )
-    if requested == "auto":
-        return "cuda" if available else "cpu"
-    return requested
+    if requested == "cpu" or not devices:
+        return "cpu"
+    if problem := gpu.unsupported(devices, gpu.compiled_archs()):
+        if requested == "cuda":
+            raise TrainError(f"--device cuda: {problem}", EXIT_GPU_UNSUPPORTED)
+        print(f"train: training on the CPU: {problem}", file=sys.stderr)
+        return "cpu"
+    if processes > len(devices):
+        raise TrainError(
+            f"--nproc {processes} on cuda needs {processes} GPUs (NCCL: one process per GPU), {len(devices)} visible; "
+            f"use --nproc {len(devices)} or --device cpu (gloo)",
+            EXIT_DEVICE_UNAVAILABLE,
+        )
+    return "cuda"
 
 
 def check_output_dir(out: Path) -> None:
@@ -136,6 +148,13 @@ def make_model() -> Any:
     return nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
 
 
+def grad_scaler(torch: Any, enabled: bool) -> Any:
+    # torch.amp.GradScaler("cuda") from torch 2.3 on; torch 2.0/2.1 have only torch.cuda.amp's.
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
 def save_to(torch: Any, state: dict[str, Any], path: Path) -> None:
     torch.save(state, path)
 
@@ -147,10 +166,10 @@ def atomic_write(path: Path, writer: Any) -> None:
 
 
 def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> dict[str, Any]:
+    device = pick_device(args.device)  # refused before anything starts
     import torch
     from torch import nn
 
-    device = pick_device(args.device)
     if args.compile and (reason := compile_unsupported()):
         raise TrainError(f"--compile: {reason}", EXIT_USAGE)
     main_process = ranks is None or ranks.is_main
@@ -167,7 +186,7 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
     features, labels = make_dataset(args.samples, args.seed)
     model = make_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scaler = torch.cuda.amp.GradScaler(enabled=amp)
+    scaler = grad_scaler(torch, amp)
     checkpoint_path, metrics_path = args.out / "checkpoint.pt", args.out / "metrics.json"
 
     history: list[dict[str, float]] = []
@@ -291,7 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     ranks = distributed.current()
-    if ranks is None and (args.nproc > 1 or args.nnodes > 1):
+    if ranks is None and (args.nproc > 1 or args.nnodes > 1 or args.ddp):
+        try:
+            pick_device(args.device, args.nproc)  # refused here, before torchrun starts a process
+        except TrainError as error:
+            print(f"train: error: {error}", file=sys.stderr)
+            return error.exit_code
         start = time.perf_counter()
         code = distributed.launch(argv, args.nproc, args.nnodes, args.node_rank, args.master)
         print(f"train: {args.nproc} process(es) on node {args.node_rank} of {args.nnodes} finished in {time.perf_counter() - start:.1f}s")

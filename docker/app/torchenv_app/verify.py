@@ -7,6 +7,7 @@ time), so the same code verifies every variant.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import json
 import os
@@ -17,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from torchenv_app import gpu
+from torchenv_app import archs, gpu
 from torchenv_app.support import compile_unsupported
 
 OK, FAIL, SKIP = "ok", "fail", "skip"
@@ -43,17 +44,23 @@ def check_python() -> Check:
 
 def check_packages() -> Check:
     import torch
-    import torchaudio
-    import torchvision
 
     # Compare the installed distributions (what pip pinned); torch.__version__ may carry a
     # local label on top (PyPI's 2.0.1 calls itself 2.0.1+cu117).
-    for module in (torch, torchvision, torchaudio):
-        assert module.__version__.startswith(importlib.metadata.version(module.__name__))
-    found = {name: importlib.metadata.version(name) for name in ("torch", "torchvision", "torchaudio")}
-    wrong = [
-        f"{name} {version} (expected {expected(name)})" for name, version in found.items() if expected(name) and version != expected(name)
-    ]
+    assert torch.__version__.startswith(importlib.metadata.version("torch"))
+    found, wrong = {}, []
+    for name in ("torch", "torchvision", "torchaudio"):
+        try:
+            found[name] = importlib.metadata.version(name)
+            module = importlib.import_module(name)
+        except (importlib.metadata.PackageNotFoundError, ImportError):
+            # Outside an image (the app run as plain Python) only torch is required.
+            if expected(name):
+                wrong.append(f"{name} is not installed (expected {expected(name)})")
+            continue
+        assert module.__version__.startswith(found[name])
+        if expected(name) and found[name] != expected(name):
+            wrong.append(f"{name} {found[name]} (expected {expected(name)})")
     detail = ", ".join(f"{name} {version}" for name, version in found.items())
     return Check("packages", FAIL if wrong else OK, "; ".join(wrong) if wrong else detail)
 
@@ -110,6 +117,31 @@ def check_gpu() -> Check:
     return Check("gpu", FAIL if required else SKIP, f"none visible: {why}")
 
 
+def check_gpu_arch() -> Check:
+    """Each visible GPU against the GPU code compiled into this torch: without code for its
+    architecture every kernel fails with "no kernel image is available"."""
+    import torch
+
+    if torch.version.cuda is None:
+        return Check("gpu arch", SKIP, "CPU-only build")
+    compiled = gpu.compiled_archs()
+    devices = gpu.visible_devices()
+    if not devices:
+        runs_on = ", ".join(archs.generations(compiled))
+        return Check("gpu arch", SKIP, f"no GPU visible; this torch has code for {archs.span(compiled)} ({runs_on})")
+    if problem := gpu.unsupported(devices, compiled):
+        return Check("gpu arch", FAIL, problem)
+    described = ", ".join(f"{device.name} ({archs.describe(device.capability)})" for device in devices)
+    return Check("gpu arch", OK, f"{described}: runs this torch's code ({archs.span(compiled)})")
+
+
+def cuda_devices_to_check() -> list[str]:
+    """ "cuda" when a GPU is visible that this torch has code for (the gpu arch check says
+    why not otherwise): a kernel run on any other would only repeat that failure."""
+    devices = gpu.visible_devices()
+    return ["cuda"] if devices and gpu.unsupported(devices, gpu.compiled_archs()) is None else []
+
+
 def check_matmul() -> Check:
     import torch
 
@@ -117,7 +149,7 @@ def check_matmul() -> Check:
     a = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     b = torch.arange(8, dtype=torch.float32).reshape(4, 2)
     want = [[sum(a_row[k] * b_col[k] for k in range(4)) for b_col in zip(*b.tolist(), strict=True)] for a_row in a.tolist()]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = ["cpu", *cuda_devices_to_check()]
     for device in devices:
         got = (a.to(device) @ b.to(device)).cpu().tolist()
         if got != want:
@@ -147,7 +179,7 @@ def check_compile() -> Check:
     def function(x: torch.Tensor) -> torch.Tensor:
         return torch.sin(x) * 2 + torch.cos(x)
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = ["cpu", *cuda_devices_to_check()]
     timings = []
     for device in devices:
         x = torch.linspace(-3, 3, 257, device=device)
@@ -171,6 +203,7 @@ CHECKS: list[Callable[[], Check]] = [
     check_cuda_build,
     check_cudnn,
     check_gpu,
+    check_gpu_arch,
     check_matmul,
     check_numpy_bridge,
     check_compile,
