@@ -79,11 +79,12 @@ def list_(c: Context, markdown: bool = False) -> None:
     print(listing.markdown_table(matrix) if markdown else listing.text_table(matrix))
 
 
-@task
+@task(help={"cuda": "only the CUDA variants (the GPU job's)"})
 @one_line_errors
-def matrix(c: Context) -> None:
+def matrix(c: Context, cuda: bool = False) -> None:
     """Print the variants as a GitHub Actions matrix (JSON `include` list)."""
-    print(json.dumps({"include": listing.ci_include(matrix_of(settings_of(c)))}))
+    include = listing.ci_include(matrix_of(settings_of(c)))
+    print(json.dumps({"include": [entry for entry in include if not cuda or entry["cuda"] != "none"]}))
 
 
 @task(

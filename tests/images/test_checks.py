@@ -9,11 +9,14 @@ import pytest
 
 from torchenv import PROJECT_ROOT, engine
 from torchenv.engine import RunOptions, RunResult
-from torchenv.model.matrix import Variant
+from torchenv.model import names
+from torchenv.model.matrix import Matrix, Variant
 from torchenv.model.settings import Settings
 from torchenv.pipeline.base import base_reference
 
-from .conftest import TrackedContainer
+from .conftest import GPUS, TrackedContainer
+
+GPUS_REQUESTED = GPUS is not None
 
 
 def run_in(
@@ -33,6 +36,7 @@ def gate(image: str, variant: Variant, **overrides: str) -> RunResult:
         "TORCHVISION_VERSION": variant.torchvision,
         "TORCHAUDIO_VERSION": variant.torchaudio,
         "CUDA_VERSION": variant.cuda,
+        "GPU_ARCHS": names.gpu_archs_label(variant.gpu_archs),
         **overrides,
     }
     script = PROJECT_ROOT / "docker" / "build" / "check_venv.py"
@@ -70,12 +74,64 @@ def test_verify_names_the_minimum_for_a_too_old_driver(container: TrackedContain
     assert f"NVIDIA driver 418.40.04 is too old for CUDA {variant.cuda}: this variant needs >= {variant.min_driver}" in detail
 
 
+# What --device cuda cannot do: without a GPU, train at all; with the GPUs of the GPU job,
+# run more NCCL processes than there are GPUs.
+CUDA_REFUSAL = (
+    ("--device cuda --nproc 64", 5, "--nproc 64 on cuda needs 64 GPUs")
+    if GPUS_REQUESTED
+    else ("--device cuda", 5, "--device cuda: no GPU is visible in this container")
+)
+
+
+def test_build_gate_refuses_other_gpu_code(image: str, variant: Variant) -> None:
+    result = gate(image, variant, GPU_ARCHS="sm_99")
+    assert result.exit_code == 1
+    found = " ".join(variant.gpu_archs) or "none"
+    assert f"torch has GPU code for {found}, the matrix says sm_99" in result.stderr
+
+
+# A GPU of a capability this variant has no code for, from a stub of the device query: a
+# Hopper GPU for a variant without sm_90, a Kepler K80 for one without sm_37.
+def missing_gpu(variant: Variant) -> tuple[str, tuple[int, int], str]:
+    return ("NVIDIA H200", (9, 0), "sm_90") if "sm_90" not in variant.gpu_archs else ("Tesla K80", (3, 7), "sm_37")
+
+
+def stubbed(variant: Variant, call: str) -> str:
+    name, capability, _ = missing_gpu(variant)
+    return f'from torchenv_app import gpu, train, verify; gpu.visible_devices = lambda: [gpu.Device(0, "{name}", {capability!r})]; {call}'
+
+
+def fitting(variant: Variant, matrix: Matrix) -> list[str]:
+    """The variants with code for that GPU, by the matrix's own lists."""
+    _, _, arch = missing_gpu(variant)
+    return [name for name, other in matrix.variants.items() if arch in other.gpu_archs]
+
+
+@pytest.mark.cuda_only
+def test_verify_names_the_variants_for_a_gpu_without_code(container: TrackedContainer, variant: Variant, matrix: Matrix) -> None:
+    code = stubbed(variant, 'c = verify.check_gpu_arch(); print(c.status + "|" + c.detail)')
+    status, detail = container.host.check_output(f"python -c '{code}'").split("|", 1)
+    assert status == "fail"
+    assert "cannot run this torch" in detail and "\n" not in detail
+    expected = " or ".join(fitting(variant, matrix))
+    assert detail.endswith(f"use the {expected} variants"), detail
+
+
+@pytest.mark.cuda_only
+def test_train_refuses_a_gpu_without_code_before_it_starts(container: TrackedContainer, variant: Variant, matrix: Matrix) -> None:
+    code = stubbed(variant, 'import sys; sys.exit(train.main(["--device", "cuda", "--out", "/tmp/refused"]))')
+    result = container.host.run(f"python -c '{code}'")
+    assert result.rc == 8, result.stdout + result.stderr
+    assert f"use the {' or '.join(fitting(variant, matrix))} variants" in result.stderr
+    assert not container.host.file("/tmp/refused").exists
+
+
 @pytest.mark.parametrize(
     ("arguments", "exit_code", "message"),
     [
         ("--epochs 0", 2, "--epochs: must be at least 1"),
         ("--device tpu", 2, "invalid choice: 'tpu'"),
-        ("--device cuda", 5, "--device cuda: no GPU is visible in this container"),
+        CUDA_REFUSAL,
         ("--out /proc/torchenv", 4, "output directory /proc/torchenv is not writable by uid 1000"),
         ("--lr 1e-12 --epochs 2", 3, "loss did not fall clearly"),
         ("--lr 1e20 --epochs 3", 6, "loss became nan"),

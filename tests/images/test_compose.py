@@ -7,9 +7,13 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from torchenv.model.matrix import Variant
 
+from .. import skips
 from ..helpers import compose_run
+from .conftest import GPUS
 
 
 def test_compose_train_writes_metrics_owned_by_the_user(image: str, variant: Variant, tmp_path: Path) -> None:
@@ -27,3 +31,19 @@ def test_compose_verify_runs_offline_and_read_only(image: str, variant: Variant,
     result = compose_run(tmp_path, "verify", "sh", "-c", probe, TORCHENV_IMAGE=image)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.cuda_only
+def test_compose_gpu_services_run_on_the_gpu(image: str, variant: Variant, tmp_path: Path) -> None:
+    """`docker compose --profile gpu run verify-gpu` and `train-gpu`: the NVIDIA device
+    reservation reaches the container, and verify requires the GPU there."""
+    if GPUS is None:
+        skips.no_gpu("TORCHENV_TEST_GPUS is not set")
+    checked = compose_run(tmp_path, "verify-gpu", "verify", "--json", COMPOSE_PROFILES="gpu", TORCHENV_IMAGE=image)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    statuses = {check["name"]: check["status"] for check in json.loads(checked.stdout)["checks"]}
+    assert statuses["gpu"] == statuses["gpu arch"] == "ok"
+    trained = compose_run(tmp_path, "train-gpu", "train", "--device", "cuda", "--epochs", "2", COMPOSE_PROFILES="gpu", TORCHENV_IMAGE=image)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["device"] == "cuda"

@@ -7,16 +7,20 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from torchenv.model.matrix import Variant
 
+from .. import skips
 from ..helpers import compose_command, compose_run
-from .conftest import TrackedContainer
+from .conftest import GPUS, TrackedContainer
 
 CHECKSUM_LINE = re.compile(r"train: node (\d): final parameter checksums of all (\d+) ranks on (\d) node\(s\) agree: ([0-9a-f]{64})$", re.M)
 
 
 def test_train_two_processes_end_with_the_same_weights(container: TrackedContainer) -> None:
-    result = container.host.run("train --nproc 2 --epochs 4 --out /tmp/ddp")
+    # On the CPU (gloo) on purpose, with or without GPUs: a one-GPU runner has no two GPUs.
+    result = container.host.run("train --device cpu --nproc 2 --epochs 4 --out /tmp/ddp")
     assert result.rc == 0, result.stdout + result.stderr
     metrics = json.loads(container.host.file("/tmp/ddp/metrics.json").content_string)
     report = metrics["distributed"]
@@ -27,10 +31,30 @@ def test_train_two_processes_end_with_the_same_weights(container: TrackedContain
 
 
 def test_train_notices_ranks_that_diverge(container: TrackedContainer) -> None:
-    result = container.host.run("TORCHENV_TRAIN_DIVERGE_RANK=1 train --nproc 2 --epochs 2 --out /tmp/diverge")
+    result = container.host.run("TORCHENV_TRAIN_DIVERGE_RANK=1 train --device cpu --nproc 2 --epochs 2 --out /tmp/diverge")
     assert result.rc == 7, result.stdout + result.stderr
     assert "ranks ended with different weights" in result.stderr
     assert "DIFFER" in result.stdout
+
+
+def visible_gpus(container: TrackedContainer) -> int:
+    return int(container.python("import torch; print(torch.cuda.device_count())"))
+
+
+@pytest.mark.gpu
+@pytest.mark.cuda_only
+def test_ddp_on_the_gpus_uses_nccl_one_process_each(container: TrackedContainer) -> None:
+    if GPUS is None:
+        skips.no_gpu("TORCHENV_TEST_GPUS is not set")
+    gpus = visible_gpus(container)
+    result = container.host.run(f"train --ddp --nproc {gpus} --epochs 4 --out /tmp/nccl")
+    assert result.rc == 0, result.stdout + result.stderr
+    report = json.loads(container.host.file("/tmp/nccl/metrics.json").content_string)["distributed"]
+    assert (report["world_size"], report["backend"], report["checksums_equal"]) == (gpus, "nccl", True)
+    # One process more than there are GPUs is refused before torchrun starts one.
+    refused = container.host.run(f"train --nproc {gpus + 1} --epochs 1 --out /tmp/nccl-refused")
+    assert refused.rc == 5, refused.stdout + refused.stderr
+    assert f"use --nproc {gpus} or --device cpu (gloo)" in refused.stderr
 
 
 def test_compose_two_nodes_train_one_model(image: str, variant: Variant, tmp_path: Path) -> None:

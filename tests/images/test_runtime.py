@@ -18,6 +18,7 @@ from torchenv.model.matrix import Variant
 from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 
+from .. import skips
 from .conftest import GPUS, TrackedContainer
 
 GPUS_REQUESTED = GPUS is not None
@@ -70,6 +71,9 @@ def test_verify_passes_with_json_report(container: TrackedContainer, variant: Va
     assert statuses["matmul"] == statuses["packages"] == statuses["cuda build"] == "ok"
     release = tuple(int(part) for part in variant.torch_release.split("."))
     python = tuple(int(part) for part in variant.python.split("."))
+    # Without a GPU there is no device to compare with the GPU code; the GPU job runs only
+    # the variants whose code its GPU runs.
+    assert statuses["gpu arch"] == ("ok" if GPUS_REQUESTED and variant.is_cuda else "skip")
     # torch 2.0 cannot compile on Python 3.11; verify says so instead of failing.
     assert statuses["torch.compile"] == ("skip" if release < (2, 1) and python >= (3, 11) else "ok")
 
@@ -109,6 +113,25 @@ def test_train_loss_falls_and_writes_metrics(container: TrackedContainer) -> Non
     assert found["epochs"] == 4
     assert abs(found["untrained"] - math.log(4)) < 0.25, found
     assert found["trained"] <= 0.5 * math.log(4), found
+
+
+def test_gpu_archs_label_is_the_code_compiled_into_torch(container: TrackedContainer, image: str, variant: Variant) -> None:
+    """Read from torch in the container, not from the build gate that checked it."""
+    compiled = container.python('import torch; print(torch._C._cuda_getArchFlags() if torch.version.cuda else "")')
+    label = engine.get().require_image(image).labels[Label.GPU_ARCHS]
+    assert label == (" ".join(compiled.split()) or "none")
+    assert ("sm_90" in label.split()) == (variant.name in ("cu118", "cu121")), label
+
+
+@pytest.mark.gpu
+@pytest.mark.cuda_only
+def test_train_on_the_gpu_with_amp(container: TrackedContainer) -> None:
+    if not GPUS_REQUESTED:
+        skips.no_gpu("TORCHENV_TEST_GPUS is not set")
+    result = container.host.run("train --device cuda --amp --epochs 4 --out /tmp/gpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    metrics = json.loads(container.host.file("/tmp/gpu/metrics.json").content_string)
+    assert (metrics["device"], metrics["amp"], metrics["loss_fell"]) == ("cuda", True, True)
 
 
 def test_runs_as_the_non_root_user(container: TrackedContainer, image: str) -> None:

@@ -17,7 +17,7 @@ from torchenv.model.settings import Settings
 from torchenv.pipeline.build import requirements_context
 
 sys.path.insert(0, str(PROJECT_ROOT / "docker" / "app"))
-from torchenv_app import archs, gpu, train  # noqa: E402
+from torchenv_app import archs, gpu, train
 
 CU117 = compat.GPU_ARCHS[("2.0", "11.7")]
 H200 = gpu.Device(0, "NVIDIA H200", (9, 0))
