@@ -153,11 +153,12 @@ def push_gzip(image: str, registry: str, repository: str, tag: str) -> list[int]
 
 
 def push_zstd(image: str, registry: str, repository: str, tag: str) -> list[int] | None:
-    """The same image pushed as `invoke push` sends it by default (zstd level 19, through
-    skopeo); None without skopeo."""
+    """The same image pushed as `invoke push` sends it by default (zstd at the default level,
+    through skopeo); None without skopeo."""
     if shutil.which("skopeo") is None:
         return None
-    zstd_push.push(engine.get().image_id(image) or image, [f"{registry}/{repository}:{tag}"], registry, WORK)
+    level = Settings().zstd_level
+    zstd_push.push(engine.get().image_id(image) or image, [f"{registry}/{repository}:{tag}"], registry, WORK, level)
     return pushed_layers(registry, repository, tag)
 
 

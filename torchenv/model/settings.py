@@ -53,6 +53,9 @@ class Settings:
     allow_unlocked: bool = False
     # Free space a build needs on Docker's data root, in GB; 0 = torchenv's estimate.
     min_free_gb: float = 0
+    # zstd level of `invoke push` (1-22): 19, zstd's best compression, gives the smallest
+    # pull; a lower level pushes faster and pulls a little more.
+    zstd_level: int = 19
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -74,12 +77,20 @@ class Settings:
                 values[name] = Path(value)
             elif kind in ("bool", bool) and isinstance(value, str):
                 values[name] = value.strip().lower() in ("1", "true", "yes", "on")
+            elif kind in ("int", int):
+                try:
+                    values[name] = int(value)
+                except ValueError:
+                    raise TorchenvError(f"setting {name} must be a whole number, got {value!r}") from None
             elif kind in ("float", float):
                 try:
                     values[name] = float(value)
                 except ValueError:
                     raise TorchenvError(f"setting {name} must be a number, got {value!r}") from None
-        return replace(cls(), **values)
+        settings = replace(cls(), **values)
+        if not 1 <= settings.zstd_level <= 22:
+            raise TorchenvError(f"setting zstd_level must be between 1 and 22 (zstd's levels), got {settings.zstd_level}")
+        return settings
 
     @property
     def pytorch_index_is_default(self) -> bool:

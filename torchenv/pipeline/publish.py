@@ -71,7 +71,7 @@ def push_tags(image_id: str, aliases: list[str], registry: str, settings: Settin
     happens; with zstd, skopeo pushes (torchenv/pipeline/zstd_push.py) and no local tag is made."""
     require_compression(compression)
     if compression == "zstd":
-        return zstd_push.push(image_id, aliases, registry, settings.work_dir)
+        return zstd_push.push(image_id, aliases, registry, settings.work_dir, settings.zstd_level)
     docker = engine.get()
     pushed: list[str] = []
     digest = ""

@@ -16,9 +16,8 @@ from torchenv import engine
 from torchenv.errors import TorchenvError
 from torchenv.model.addresses import is_loopback_host
 
-# containers/image maps every level from 10 up to zstd's best-compression encoder, so 19
-# costs no more than 10 and names the intent: smallest pull.
-LEVEL = 19
+# containers/image maps every level from 10 up to zstd's best-compression encoder, so the
+# default 19 (Settings.zstd_level) costs no more than 10 and names the intent: smallest pull.
 
 
 def host_and_port(registry: str) -> tuple[str, int | None]:
@@ -62,8 +61,8 @@ def require_reachable(registry: str, alias: str) -> None:
         ) from None
 
 
-def push(image_id: str, aliases: list[str], registry: str, work_dir: Path) -> str:
-    """Pushes IMAGE_ID under every alias with zstd layers; returns the manifest digest."""
+def push(image_id: str, aliases: list[str], registry: str, work_dir: Path, level: int) -> str:
+    """Pushes IMAGE_ID under every alias with zstd layers of LEVEL; returns the manifest digest."""
     binary = skopeo()
     require_reachable(registry, aliases[0])
     tls = ["--dest-tls-verify=false"] if is_local(registry) else []
@@ -73,7 +72,7 @@ def push(image_id: str, aliases: list[str], registry: str, work_dir: Path) -> st
         engine.get().save(image_id, archive)
         first = aliases[0]
         command = [binary, "copy", "--quiet", *tls, "--format", "oci", "--dest-compress-format", "zstd"]
-        command += ["--dest-compress-level", str(LEVEL), "--digestfile", str(digest_file), f"docker-archive:{archive}", f"docker://{first}"]
+        command += ["--dest-compress-level", str(level), "--digestfile", str(digest_file), f"docker-archive:{archive}", f"docker://{first}"]
         _run(command, first, registry)
         archive.unlink()
         # The other tags point at the same manifest: a copy inside the registry, no blob moves.
