@@ -3,6 +3,7 @@ torchenv/commands/docsgen.py makes from its source, and every relative link lead
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 from dataclasses import fields
@@ -137,3 +138,27 @@ def test_a_target_met_by_some_variants_names_them() -> None:
     figure = performance.Figure("x", lambda s, t: None, 10, " s")
     assert performance.verdict(figure, {"a": ("3 s", 3), "b": ("15 s", 15), "c": None}) == "<= 10 s: met on a"
     assert performance.verdict(figure, {"a": ("11 s", 11)}) == "<= 10 s: missed"
+
+
+def gpu_dependent_tests() -> set[str]:
+    """The image tests whose expectation reads TORCHENV_TEST_GPUS (conftest's GPUS), in their
+    body, their decorators or a module constant they use."""
+    found = set()
+    for path in (PROJECT_ROOT / "tests" / "images").glob("test_*.py"):
+        tree = ast.parse(path.read_text())
+        depends = {"GPUS", "GPUS_REQUESTED"}
+        for node in tree.body:  # module constants made from them
+            if isinstance(node, ast.Assign) and {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)} & depends:
+                depends |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                if {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & depends:
+                    found.add(node.name)
+    return found
+
+
+def test_the_gpu_aware_tests_are_listed_in_the_development_guide() -> None:
+    text = (PROJECT_ROOT / "docs" / "development.md").read_text()
+    section = text.split("### With GPUs: `TORCHENV_TEST_GPUS`", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"^- `(test_\w+)`", section, re.M))
+    assert listed == gpu_dependent_tests()
