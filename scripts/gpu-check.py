@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,16 +48,16 @@ class Checks:
         """The app's own code, which variant has code for which GPU (the matrix's, as the
         image has it), and no expectation of an image's TORCHENV_* variables."""
         sys.path.insert(0, str(ROOT))
-        from torchenv.model.gpus import gpu_variants_json
         from torchenv.model.matrix import load_matrix
+        from torchenv.model.variant_facts import variant_facts_json
 
-        variants = self.out / "gpu-variants.json"
-        variants.write_text(gpu_variants_json(load_matrix()))
+        variants = self.out / "variants.json"
+        variants.write_text(variant_facts_json(load_matrix()))
         environment = {name: value for name, value in os.environ.items() if not name.startswith("TORCHENV_")}
         environment.update(
             PYTHONPATH=str(APP),
             PYTHONDONTWRITEBYTECODE="1",
-            TORCHENV_GPU_VARIANTS=str(variants),
+            TORCHENV_VARIANTS_FILE=str(variants),
             TORCHINDUCTOR_CACHE_DIR=str(self.out / "inductor"),
             TRITON_CACHE_DIR=str(self.out / "triton"),
         )
@@ -65,10 +66,17 @@ class Checks:
     def run(self, name: str, module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
         """python -m MODULE ARGUMENTS, its output kept in OUT/NAME.log."""
         command = [sys.executable, "-m", module, *arguments]
+        # A session of its own, so that a timeout also ends the ranks torchrun started.
+        process = subprocess.Popen(
+            command, env=self.environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
-            result = subprocess.run(command, env=self.environment, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
-        except subprocess.TimeoutExpired as error:
-            result = subprocess.CompletedProcess(command, 124, str(error.stdout or ""), f"timed out after {CHECK_TIMEOUT_S} s")
+            stdout, stderr = process.communicate(timeout=CHECK_TIMEOUT_S)
+            result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            result = subprocess.CompletedProcess(command, 124, stdout, stderr + f"\ntimed out after {CHECK_TIMEOUT_S} s")
         (self.out / f"{name}.log").write_text(f"$ {' '.join(command)}\n{result.stdout}\n--- stderr ---\n{result.stderr}")
         return result
 

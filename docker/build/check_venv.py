@@ -40,7 +40,7 @@ def main() -> int:
     # `verify` names other variants by it): read from the build, no GPU needed.
     want_archs = os.environ.get("GPU_ARCHS", "")
     if want_archs:
-        flags = getattr(torch._C, "_cuda_getArchFlags", lambda: "")() if torch.version.cuda else ""
+        flags = (getattr(torch._C, "_cuda_getArchFlags", lambda: "")() or "") if torch.version.cuda else ""
         found_archs = " ".join(flags.split()) or "none"
         if found_archs != want_archs:
             problems.append(

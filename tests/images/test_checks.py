@@ -74,15 +74,6 @@ def test_verify_names_the_minimum_for_a_too_old_driver(container: TrackedContain
     assert f"NVIDIA driver 418.40.04 is too old for CUDA {variant.cuda}: this variant needs >= {variant.min_driver}" in detail
 
 
-# What --device cuda cannot do: without a GPU, train at all; with the GPUs of the GPU job,
-# run more NCCL processes than there are GPUs.
-CUDA_REFUSAL = (
-    ("--device cuda --nproc 64", 5, "--nproc 64 on cuda needs 64 GPUs")
-    if GPUS_REQUESTED
-    else ("--device cuda", 5, "--device cuda: no GPU is visible in this container")
-)
-
-
 def test_build_gate_refuses_other_gpu_code(image: str, variant: Variant) -> None:
     result = gate(image, variant, GPU_ARCHS="sm_99")
     assert result.exit_code == 1
@@ -90,10 +81,13 @@ def test_build_gate_refuses_other_gpu_code(image: str, variant: Variant) -> None
     assert f"torch has GPU code for {found}, the matrix says sm_99" in result.stderr
 
 
-# A GPU of a capability this variant has no code for, from a stub of the device query: a
-# Hopper GPU for a variant without sm_90, a Kepler K80 for one without sm_37.
+# A GPU of a capability this variant has no code for, from a stub of the device query:
+# the first of these whose code the variant lacks.
+CANDIDATE_GPUS = (("NVIDIA H200", (9, 0), "sm_90"), ("Tesla K80", (3, 7), "sm_37"), ("NVIDIA B200", (10, 0), "sm_100"))
+
+
 def missing_gpu(variant: Variant) -> tuple[str, tuple[int, int], str]:
-    return ("NVIDIA H200", (9, 0), "sm_90") if "sm_90" not in variant.gpu_archs else ("Tesla K80", (3, 7), "sm_37")
+    return next(gpu for gpu in CANDIDATE_GPUS if gpu[2] not in variant.gpu_archs)
 
 
 def stubbed(variant: Variant, call: str) -> str:
@@ -101,10 +95,13 @@ def stubbed(variant: Variant, call: str) -> str:
     return f'from torchenv_app import gpu, train, verify; gpu.visible_devices = lambda: [gpu.Device(0, "{name}", {capability!r})]; {call}'
 
 
-def fitting(variant: Variant, matrix: Matrix) -> list[str]:
-    """The variants with code for that GPU, by the matrix's own lists."""
+def advice(variant: Variant, matrix: Matrix) -> str:
+    """What the refusal must end with: the variants with code for that GPU, by the matrix's own lists."""
     _, _, arch = missing_gpu(variant)
-    return [name for name, other in matrix.variants.items() if arch in other.gpu_archs]
+    fitting = [name for name, other in matrix.variants.items() if arch in other.gpu_archs]
+    if not fitting:
+        return "no torchenv variant has code for it; a newer torch release is needed"
+    return f"use the {' or '.join(fitting)} variant" + ("s" if len(fitting) > 1 else "")
 
 
 @pytest.mark.cuda_only
@@ -113,8 +110,7 @@ def test_verify_names_the_variants_for_a_gpu_without_code(container: TrackedCont
     status, detail = container.host.check_output(f"python -c '{code}'").split("|", 1)
     assert status == "fail"
     assert "cannot run this torch" in detail and "\n" not in detail
-    expected = " or ".join(fitting(variant, matrix))
-    assert detail.endswith(f"use the {expected} variants"), detail
+    assert detail.endswith(advice(variant, matrix)), detail
 
 
 @pytest.mark.cuda_only
@@ -122,7 +118,7 @@ def test_train_refuses_a_gpu_without_code_before_it_starts(container: TrackedCon
     code = stubbed(variant, 'import sys; sys.exit(train.main(["--device", "cuda", "--out", "/tmp/refused"]))')
     result = container.host.run(f"python -c '{code}'")
     assert result.rc == 8, result.stdout + result.stderr
-    assert f"use the {' or '.join(fitting(variant, matrix))} variants" in result.stderr
+    assert advice(variant, matrix) in result.stderr
     assert not container.host.file("/tmp/refused").exists
 
 
@@ -131,12 +127,22 @@ def test_train_refuses_a_gpu_without_code_before_it_starts(container: TrackedCon
     [
         ("--epochs 0", 2, "--epochs: must be at least 1"),
         ("--device tpu", 2, "invalid choice: 'tpu'"),
-        CUDA_REFUSAL,
         ("--out /proc/torchenv", 4, "output directory /proc/torchenv is not writable by uid 1000"),
         ("--lr 1e-12 --epochs 2", 3, "loss did not fall clearly"),
         ("--lr 1e20 --epochs 3", 6, "loss became nan"),
     ],
 )
+def test_train_refuses_what_cuda_cannot_do_here(container: TrackedContainer, variant: Variant) -> None:
+    """Without a GPU, --device cuda at all; with the GPU job's GPUs, more NCCL processes than GPUs."""
+    if GPUS_REQUESTED and variant.is_cuda:
+        arguments, message = "--device cuda --nproc 64", "--nproc 64 on cuda needs 64 GPUs"
+    else:
+        arguments, message = "--device cuda", "--device cuda: no GPU is visible in this container"
+    result = container.host.run(f"train --out /tmp/train-errors {arguments}")
+    assert result.rc == 5, result.stdout + result.stderr
+    assert message in result.stderr
+
+
 def test_train_fails_with_a_distinct_code(container: TrackedContainer, arguments: str, exit_code: int, message: str) -> None:
     result = container.host.run(f"train --out /tmp/train-errors {arguments}")
     assert result.rc == exit_code, result.stdout + result.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from torchenv import PROJECT_ROOT
-from torchenv.model import compat, gpus
+from torchenv.model import compat, variant_facts
 from torchenv.model.matrix import load_matrix
 from torchenv.model.settings import Settings
 from torchenv.pipeline.build import requirements_context
@@ -69,20 +69,20 @@ def test_only_cuda_11_8_and_12_builds_run_on_hopper() -> None:
     assert fitting == ["cu118", "cu121"]
 
 
-def test_the_image_gets_every_cuda_variants_gpu_code(tmp_path: Path) -> None:
+def test_the_image_gets_every_variants_facts(tmp_path: Path) -> None:
     settings = Settings.load(overrides={"work_dir": tmp_path})
     matrix = load_matrix(settings.matrix)
     context = requirements_context(matrix.get("cu117"), settings, None)
-    written = json.loads((context / "app" / gpus.VARIANTS_FILE_NAME).read_text())
-    assert set(written) == {"cu117", "cu118", "cu121"}
+    written = json.loads((context / "app" / variant_facts.FILE_NAME).read_text())
+    assert set(written) == set(matrix.variants) and written["cpu"]["gpu_archs"] == []
     assert written["cu117"]["gpu_archs"] == list(CU117) and written["cu121"]["min_driver"] == "525.60.13"
 
 
 @pytest.fixture
 def variants_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "gpu-variants.json"
-    path.write_text(gpus.gpu_variants_json(load_matrix()))
-    monkeypatch.setenv("TORCHENV_GPU_VARIANTS", str(path))
+    path = tmp_path / "variants.json"
+    path.write_text(variant_facts.variant_facts_json(load_matrix()))
+    monkeypatch.setenv("TORCHENV_VARIANTS_FILE", str(path))
     return path
 
 

@@ -12,17 +12,20 @@ from torchenv.errors import TorchenvError
 from torchenv.model.matrix import DEFAULT_MATRIX, load_matrix
 
 
-def test_shipped_matrix_has_the_four_variants() -> None:
+def test_shipped_matrix_has_the_five_variants() -> None:
     matrix = load_matrix(DEFAULT_MATRIX)
-    assert list(matrix.variants) == ["cpu", "cu117", "cu118", "cu121"]
+    assert list(matrix.variants) == ["cpu", "cu117", "cu117-py39", "cu118", "cu121"]
     assert matrix.default_variant == "cu117"
     cu121 = matrix.get("cu121")
     assert (cu121.torch, cu121.torchvision, cu121.torchaudio, cu121.cuda) == ("2.1.2", "0.16.2", "2.1.2", "12.1")
     assert cu121.min_driver == "525.60.13"
     assert matrix.get("cu117").min_driver == "450.80.02"
     assert matrix.get("cpu").min_driver is None
-    assert {v.python for v in matrix.variants.values()} == {"3.11"}
-    assert {v.base for v in matrix.variants.values()} == {"mmdebstrap:bookworm"}
+    assert {v.python for v in matrix.variants.values()} == {"3.9", "3.11"}
+    assert {v.base for v in matrix.variants.values()} == {"mmdebstrap:bookworm", "mmdebstrap:bullseye"}
+    # The torch 2.0 variant that compiles: cu117's torch on Debian 11's Python 3.9.
+    py39 = matrix.get("cu117-py39")
+    assert (py39.torch, py39.cuda, py39.python, py39.debian_suite) == ("2.0.1", "11.7", "3.9", "bullseye")
 
 
 def test_defaults_apply_unless_a_variant_overrides(shipped_matrix: dict[str, Any], write_matrix) -> None:
@@ -34,7 +37,7 @@ def test_defaults_apply_unless_a_variant_overrides(shipped_matrix: dict[str, Any
 
 
 def test_unknown_variant_names_the_nearest() -> None:
-    with pytest.raises(TorchenvError, match=r"unknown variant 'cu999'; nearest: cu121 \(variants: cpu, cu117, cu118, cu121"):
+    with pytest.raises(TorchenvError, match=r"unknown variant 'cu999'; nearest: cu121 \(variants: cpu, cu117, cu117-py39, cu118, cu121"):
         load_matrix().get("cu999")
 
 
@@ -165,7 +168,7 @@ def test_a_variant_is_entered_once_per_platform() -> None:
     assert (arm64.torch, arm64.wheel_source, arm64.cuda, arm64.build_name) == ("2.0.1", "pypi", "none", "cpu-arm64")
     assert matrix.get("cpu", "linux/amd64").torch == "2.0.1+cpu"
     assert arm64.requirements == ["torch==2.0.1", "torchvision==0.15.2", "torchaudio==2.0.2", "numpy<2"]
-    assert [v.build_name for v in matrix.every_build()] == ["cpu", "cpu-arm64", "cu117", "cu118", "cu121"]
+    assert [v.build_name for v in matrix.every_build()] == ["cpu", "cpu-arm64", "cu117", "cu117-py39", "cu118", "cu121"]
     with pytest.raises(TorchenvError, match=r"variant cu117 is not built for linux/arm64; its platforms: linux/amd64"):
         matrix.get("cu117", "linux/arm64")
     assert [v.name for v in matrix.select(None, all_variants=True, platform="linux/arm64")] == ["cpu"]

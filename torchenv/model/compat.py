@@ -48,7 +48,7 @@ def pypi_build(release: TorchRelease, platform: str) -> str:
 MIN_DRIVER_BY_CUDA_MAJOR: dict[str, str] = {"11": "450.80.02", "12": "525.60.13"}
 
 # The Python that each Debian suite ships, for bases made by mmdebstrap.
-DEBIAN_PYTHON: dict[str, str] = {"bookworm": "3.11", "trixie": "3.13"}
+DEBIAN_PYTHON: dict[str, str] = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 # Each Debian suite's glibc: a lock holds only wheels whose manylinux tag it runs.
 DEBIAN_GLIBC: dict[str, str] = {"bullseye": "2.31", "bookworm": "2.36", "trixie": "2.41"}
 # For an upstream base that names no Debian suite: manylinux_2_28, which PyTorch's own
@@ -81,8 +81,8 @@ def channel_for_build(cuda: str) -> str:
 
 # The GPU code each official CUDA build carries, by torch line and CUDA version, as
 # `torch._C._cuda_getArchFlags()` reads it in the built image (the build gate checks it and
-# the image's label records it). PyTorch's wheel builds set these lists; 2.1 dropped
-# Kepler, and only the CUDA 11.8 and 12.x builds have Hopper (sm_90) code.
+# the image's label records it). PyTorch's wheel builds set these lists: the CUDA 12
+# builds dropped Kepler, and only the CUDA 11.8 and 12.x builds have Hopper (sm_90) code.
 GPU_ARCHS: dict[tuple[str, str], tuple[str, ...]] = {
     ("2.0", "11.7"): ("sm_37", "sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86"),
     ("2.0", "11.8"): ("sm_37", "sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),

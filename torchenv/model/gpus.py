@@ -5,16 +5,12 @@ image has no torchenv package), loaded here by its path."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from types import ModuleType
 
 from torchenv import PROJECT_ROOT
-from torchenv.model.matrix import Matrix
 
 ARCHS_SOURCE = PROJECT_ROOT / "docker" / "app" / "torchenv_app" / "archs.py"
-# Where the build puts gpu_variants_json() in the image, beside the app (gpu.VARIANTS_FILE).
-VARIANTS_FILE_NAME = "gpu-variants.json"
 
 
 def _load_archs() -> ModuleType:
@@ -30,19 +26,6 @@ def _load_archs() -> ModuleType:
 
 
 archs = _load_archs()
-
-
-def gpu_variants(matrix: Matrix) -> dict[str, dict[str, object]]:
-    """Every CUDA variant with its GPU code, CUDA version and minimum driver."""
-    return {
-        name: {"cuda": variant.cuda, "gpu_archs": list(variant.gpu_archs), "min_driver": variant.min_driver}
-        for name, variant in matrix.variants.items()
-        if variant.is_cuda
-    }
-
-
-def gpu_variants_json(matrix: Matrix) -> str:
-    return json.dumps(gpu_variants(matrix), indent=2, sort_keys=True) + "\n"
 
 
 def runs_on_column(archs_of_variant: tuple[str, ...]) -> str:

@@ -15,7 +15,7 @@ from torchenv.locking import wheels
 from torchenv.locking.layering import LAYERS, PYTORCH_PART, split_requirements
 from torchenv.locking.locks import Lock, base_drift, base_list_path, read_lock, write_lock
 from torchenv.locking.sizes import build_needs_gb
-from torchenv.model import compat, gpus, names, platforms
+from torchenv.model import compat, names, platforms, variant_facts
 from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
@@ -124,10 +124,11 @@ def requirements_context(variant: Variant, settings: Settings, lock: Lock | None
         (context / layer / "requirements.txt").write_text(parts[layer])
     # The part of the second layer that comes from the PyTorch index.
     (context / "rest" / f"{PYTORCH_PART}.txt").write_text(parts[PYTORCH_PART])
-    # Beside the app: which variant has code for which GPU, for `verify` and `train` to name
-    # the variants that fit a GPU this one cannot run on.
+    # Beside the app: every variant's torch, Python and GPU code, for `verify` and `train`
+    # to name the variants that fit where this one does not. So the app layer (small, the
+    # last) changes when any variant of the matrix does.
     (context / "app").mkdir(exist_ok=True)
-    (context / "app" / gpus.VARIANTS_FILE_NAME).write_text(gpus.gpu_variants_json(load_matrix(settings.matrix)))
+    (context / "app" / variant_facts.FILE_NAME).write_text(variant_facts.variant_facts_json(load_matrix(settings.matrix)))
     return context
 
 

@@ -4,13 +4,11 @@ is a vague warning), the devices torch sees and whether this torch has code for 
 from __future__ import annotations
 
 import ctypes
-import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchenv_app import archs
+from torchenv_app import archs, support
 
 
 def driver_version() -> str | None:
@@ -53,10 +51,6 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 # ---- GPU architectures ----------------------------------------------------------------
 
-# Which variant runs on which GPU: written into the image by the build (from the matrix),
-# or named by TORCHENV_GPU_VARIANTS where the app runs outside an image.
-VARIANTS_FILE = Path(__file__).resolve().parent.parent / "gpu-variants.json"
-
 
 @dataclass(frozen=True)
 class Device:
@@ -89,17 +83,15 @@ def compiled_archs() -> list[str]:
 
 
 def variant_archs() -> dict[str, list[str]]:
-    """Every CUDA variant's GPU architectures, by name (from the file the build wrote)."""
-    path = Path(os.environ.get("TORCHENV_GPU_VARIANTS") or VARIANTS_FILE)
-    try:
-        facts = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {name: list(entry["gpu_archs"]) for name, entry in facts.items()}
+    """Every CUDA variant's GPU architectures, by name."""
+    return {name: list(facts["gpu_archs"]) for name, facts in support.variants().items() if facts.get("gpu_archs")}
 
 
 def unsupported(devices: list[Device], compiled: list[str]) -> str | None:
-    """One line on the first GPU this torch has no code for, naming the variants that fit; None if all fit."""
+    """One line on the first GPU this torch has no code for, naming the variants that fit;
+    None if all fit, or when the build names no CUDA code (a ROCm torch: not ours to judge)."""
+    if not compiled:
+        return None
     for device in devices:
         if archs.runs_on(compiled, device.capability):
             continue

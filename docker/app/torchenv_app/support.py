@@ -1,19 +1,51 @@
-"""Limits of the torch release inside the image that checks must know about."""
+"""Limits of the torch release inside the image that checks must know about, and what the
+image knows of the other variants (to name the ones that fit where this one does not)."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
+from typing import Any
+
+# Written by the build beside the app (from the matrix); TORCHENV_VARIANTS_FILE names
+# another where the app runs outside an image.
+VARIANTS_FILE = Path(__file__).resolve().parent.parent / "variants.json"
+
+
+def variants() -> dict[str, dict[str, Any]]:
+    """Every variant's torch, cuda, python, gpu_archs and min_driver, by name ({} without the file)."""
+    path = Path(os.environ.get("TORCHENV_VARIANTS_FILE") or VARIANTS_FILE)
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def release(version: str) -> tuple[int, ...]:
+    """ "2.0.1+cu117" -> (2, 0); "3.9" -> (3, 9)."""
+    return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+
+
+def compiles(torch_version: str, python: str) -> bool:
+    """torch 2.0.x's dynamo refuses Python 3.11 outright; torch 2.1 added 3.11 support."""
+    return release(torch_version) >= (2, 1) or release(python) < (3, 11)
 
 
 def compile_unsupported() -> str | None:
-    """Why torch.compile cannot work with this torch and Python, or None when it can.
-
-    torch 2.0.x's dynamo refuses Python 3.11 outright; torch 2.1 added 3.11 support.
-    """
+    """Why torch.compile cannot work with this torch and Python, or None when it can; the
+    reason names the variants that compile, this torch's first."""
     import torch
 
-    release = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    if release < (2, 1) and sys.version_info >= (3, 11):
-        python = "{}.{}".format(*sys.version_info[:2])
-        return f"torch {torch.__version__} does not support torch.compile on Python {python} (torch 2.1 does; a Python 3.10 base does)"
-    return None
+    python = "{}.{}".format(*sys.version_info[:2])
+    if compiles(torch.__version__, python):
+        return None
+    mine = torch.__version__.split("+")[0]
+    fitting = sorted(
+        (name for name, facts in variants().items() if compiles(facts["torch"], facts["python"])),
+        key=lambda name: (variants()[name]["torch"].split("+")[0] != mine, name),
+    )
+    described = " or ".join(f"{name} (torch {variants()[name]['torch']}, Python {variants()[name]['python']})" for name in fitting)
+    advice = f"use the {described} variant" + ("s" if len(fitting) > 1 else "") if fitting else "torch 2.1 or a Python 3.10 base does"
+    return f"torch {torch.__version__} does not support torch.compile on Python {python}: {advice}"

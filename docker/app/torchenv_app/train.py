@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def pick_device(requested: str, processes: int = 1) -> str:
+def pick_device(requested: str, processes: int = 1, announce: bool = True) -> str:
     """The device to train on, refused in one line before anything starts when it cannot
     work: no GPU, a GPU this torch has no code for, or fewer GPUs than NCCL processes."""
     devices = gpu.visible_devices()
@@ -106,7 +106,8 @@ def pick_device(requested: str, processes: int = 1) -> str:
     if problem := gpu.unsupported(devices, gpu.compiled_archs()):
         if requested == "cuda":
             raise TrainError(f"--device cuda: {problem}", EXIT_GPU_UNSUPPORTED)
-        print(f"train: training on the CPU: {problem}", file=sys.stderr)
+        if announce and os.environ.get("RANK", "0") == "0":
+            print(f"train: training on the CPU: {problem}", file=sys.stderr)
         return "cpu"
     if processes > len(devices):
         raise TrainError(
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ranks = distributed.current()
     if ranks is None and (args.nproc > 1 or args.nnodes > 1 or args.ddp):
         try:
-            pick_device(args.device, args.nproc)  # refused here, before torchrun starts a process
+            pick_device(args.device, args.nproc, announce=False)  # refused here, before torchrun starts a process
         except TrainError as error:
             print(f"train: error: {error}", file=sys.stderr)
             return error.exit_code
