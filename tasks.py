@@ -19,7 +19,7 @@ from typing import Any
 from invoke import Collection, Context, task
 
 from torchenv import PROJECT_ROOT
-from torchenv.commands import host_tools, listing, progress, testrun
+from torchenv.commands import host_tools, listing, performance, progress, testrun
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.settings import Settings
@@ -204,17 +204,26 @@ def shell(c: Context, variant: str | None = None, platform: str = "") -> None:
         "all": "every variant (the default, said explicitly)",
         "unit": "the unit tier only (offline, no Docker; under a minute)",
         "image": "test this existing image (tag or ID) as it is, nothing built or downloaded; repeatable",
+        "every_platform": "also build and test each variant's other platforms, emulated (cpu's arm64 image: some 17 minutes on 2 cores)",
     },
     iterable=["image"],
 )
 @one_line_errors
-def test(c: Context, variant: str | None = None, all: bool = False, unit: bool = False, image: list[str] | None = None) -> None:
+def test(
+    c: Context,
+    variant: str | None = None,
+    all: bool = False,
+    unit: bool = False,
+    image: list[str] | None = None,
+    every_platform: bool = False,
+) -> None:
     """Run the tests by tier: unit first (a failure stops the run), then Docker, images, registry."""
     if variant and all:
         raise TorchenvError("choose either --variant NAME or --all, not both")
     if variant:
         matrix_of(settings_of(c)).get(variant)  # unknown names fail here, in one line
-    sys.exit(testrun.run(testrun.tiers(unit_only=unit, variant=variant, images=tuple(image or ()))))
+    chosen = testrun.tiers(unit_only=unit, variant=variant, images=tuple(image or ()), every_platform=every_platform)
+    sys.exit(testrun.run(chosen))
 
 
 @task
@@ -227,12 +236,12 @@ def demo(c: Context) -> None:
 
 @task(
     help={
-        "variants": "comma-separated variants to measure (default: cu117,cu121)",
+        "variants": f"comma-separated variants to measure (default: {performance.BENCH_VARIANTS})",
         "cold": "also time a cold build against its floor (empties torchenv's build cache; downloads every wheel twice)",
     }
 )
 @one_line_errors
-def bench(c: Context, variants: str = "cu117,cu121", cold: bool = False) -> None:
+def bench(c: Context, variants: str = performance.BENCH_VARIANTS, cold: bool = False) -> None:
     """Measure sizes, build, start and run times side by side with their baselines; print the ratios."""
     for name in variants.split(","):
         matrix_of(settings_of(c)).get(name.strip())  # an unknown name fails here, in one line

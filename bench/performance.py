@@ -10,7 +10,7 @@ figure's natural baseline (issue 7's targets):
 - `docker compose run verify`; `import torch` in the container vs on the host, and the
   demo's training throughput in the container vs on the host, with the same wheels.
 
-Run from the project root:  ./invokew bench [--variants cu117,cu121] [--cold]
+Run from the project root:  ./invokew bench [--variants cu117,cu117-py39,cu121] [--cold]
 Results go to bench/results/latest.json; `invoke report` turns them into a table and chart.
 """
 
@@ -353,7 +353,7 @@ def markdown(results: BenchResults) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="cu117,cu121")
+    parser.add_argument("--variants", default=performance.BENCH_VARIANTS)
     parser.add_argument("--cold", action="store_true", help="also measure a cold build against its floor (downloads every wheel twice)")
     args = parser.parse_args()
     settings = Settings.load()

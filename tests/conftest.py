@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from torchenv.model import platforms
+
 from . import skips
 from .canaries import plant_registry_login
 from .progress import VariantProgress
@@ -35,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--variants",
         default="",
         help="comma-separated variants whose images tests/images builds and checks (default: every variant in the matrix)",
+    )
+    parser.addoption(
+        "--platforms",
+        default="native",
+        help="native (the default): each variant on this host's platform only; all: every platform of each, "
+        "the others emulated (slow: cpu's arm64 image takes some 17 minutes on 2 cores)",
     )
     parser.addoption(
         "--image",
@@ -64,12 +72,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     def selected(item: pytest.Item) -> bool:
         needs = {name for marker in item.iter_markers("needs_variants") for name in marker.args}
+        needs_platforms = {name for marker in item.iter_markers("needs_platforms") for name in marker.args}
+        if not all(platform_selected(config, platform) for platform in needs_platforms):
+            return False
         return not needs or (not given and (not chosen or needs <= chosen))
 
     dropped = [item for item in items if not selected(item)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if selected(item)]
+
+
+def platform_selected(config: pytest.Config, platform: str) -> bool:
+    """Whether --platforms takes in PLATFORM: this host's always; the others with `all`."""
+    choice = config.getoption("--platforms")
+    if choice not in ("native", "all"):
+        raise pytest.UsageError(f"--platforms {choice}: use native (this host's platform) or all (the others emulated)")
+    return choice == "all" or platform == platforms.host_platform()
 
 
 @pytest.hookimpl(wrapper=True)

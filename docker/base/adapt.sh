@@ -44,8 +44,12 @@ if ! getent passwd 1000 >/dev/null 2>&1; then
   getent group 1000 >/dev/null 2>&1 || echo "torchenv:x:1000:" >>/etc/group
 fi
 home=$(getent passwd 1000 | cut -d: -f6)
-for dir in "$home" /out; do
-  [ -d "$dir" ] || { mkdir -p "$dir"; chown 1000:1000 "$dir"; }
+# Group 0 owns and may write what the user writes: Kubernetes and OpenShift run an image
+# as an arbitrary UID in group 0, with no passwd entry (the image's ENV gives HOME and USER).
+for dir in "$home" /home/torchenv /out; do
+  [ -d "$dir" ] || mkdir -p "$dir"
+  chown 1000:0 "$dir"
+  chmod 0775 "$dir"
 done
 
 # triton (torch.compile on NVIDIA GPUs) links its launcher with -lcuda and looks for an

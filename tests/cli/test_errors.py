@@ -151,6 +151,7 @@ def test_list_prints_the_matrix() -> None:
         ["cpu", "linux/amd64"],
         ["cpu", "linux/arm64"],
         ["cu117", "(default)"],
+        ["cu117-py39", "linux/amd64"],
         ["cu118", "linux/amd64"],
         ["cu121", "linux/amd64"],
     ]

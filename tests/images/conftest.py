@@ -24,6 +24,7 @@ from torchenv.pipeline.build import build_variant, image_tag
 
 from .. import skips
 from ..canaries import settings_with_test_ca
+from ..conftest import platform_selected
 
 # Containers are started without GPUs unless the GPU CI job asks for them.
 GPUS = os.environ.get("TORCHENV_TEST_GPUS") or None
@@ -77,8 +78,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = [name.strip() for name in chosen.split(",") if name.strip()] if chosen else list(matrix.variants)
         for name in names:
             matrix.get(name)  # an unknown name fails here, in one line
-        # Every platform of each variant: the arm64 cpu image runs emulated on an amd64 host.
-        under_test = [ImageUnderTest(variant) for variant in matrix.every_build() if variant.name in names]
+        # Each variant on this host's platform; with --platforms all, on every platform of it
+        # (the arm64 cpu image runs emulated on an amd64 host).
+        under_test = [
+            ImageUnderTest(variant)
+            for variant in matrix.every_build()
+            if variant.name in names and platform_selected(metafunc.config, variant.platform)
+        ]
     metafunc.parametrize("under_test", under_test, ids=[entry.id for entry in under_test], scope="session")
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from torchenv.model.matrix import Variant
+from torchenv.model.settings import Settings
 
 from .. import skips
 from ..helpers import compose_run
 from .conftest import GPUS
+from .test_runtime import BIG_BATCHES
 
 
 def test_compose_train_writes_metrics_owned_by_the_user(image: str, variant: Variant, tmp_path: Path) -> None:
@@ -24,6 +26,17 @@ def test_compose_train_writes_metrics_owned_by_the_user(image: str, variant: Var
     assert metrics["variant"] == variant.name and metrics["final_loss"] < metrics["first_loss"]
     for path in (metrics_file, tmp_path / "out" / "checkpoint.pt"):
         assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+
+
+def test_compose_gives_dataloader_workers_a_real_shared_memory(image: str, tmp_path: Path) -> None:
+    """Batches that cannot pass through Docker's 64 MB /dev/shm (test_runtime.py's) pass
+    through compose's, and verify reports its size."""
+    result = compose_run(tmp_path, "train", "train", *BIG_BATCHES.split(), TORCHENV_IMAGE=image)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert (metrics["workers"], metrics["loss_fell"]) == (1, True)
+    checked = compose_run(tmp_path, "verify", "verify", "--json", "--no-compile", TORCHENV_IMAGE=image)
+    assert json.loads(checked.stdout)["shm_bytes"] == Settings.load().container_shm_size_bytes()
 
 
 def test_compose_verify_runs_offline_and_read_only(image: str, variant: Variant, tmp_path: Path) -> None:

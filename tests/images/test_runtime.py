@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
+import testinfra
 
 from torchenv import engine
 from torchenv.engine import RunOptions
@@ -221,3 +223,65 @@ def test_no_setuid_setgid_files(image: str, variant: Variant) -> None:
 
 def test_no_world_writable_directory_but_tmp(image: str, variant: Variant) -> None:
     assert as_root(image, variant, "find / -xdev -type d -perm -0002 -print") == ["/tmp"]
+
+
+# A DataLoader whose batches (768 samples of 32768 float32 features: 96 MB) cannot pass
+# through Docker's 64 MB /dev/shm, handed over by one worker process.
+BIG_BATCHES = "--features 32768 --samples 3072 --batch-size 768 --epochs 3 --workers 1"
+
+
+def test_dataloader_workers_need_more_than_dockers_shared_memory(container: TrackedContainer) -> None:
+    """In a container with Docker's default /dev/shm: verify warns, naming the flag, and
+    train stops in one line with its own exit code instead of a worker's traceback."""
+    report = json.loads(container.host.run("verify --json --no-compile").stdout)
+    shm = next(check for check in report["checks"] if check["name"] == "shm")
+    assert report["shm_bytes"] == 64 * 2**20 and shm["status"] == "warn" and "--shm-size" in shm["detail"]
+    result = container.host.run(f"train {BIG_BATCHES} --out /tmp/shm-small")
+    assert result.rc == 9, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train: error:")]
+    assert len(lines) == 1 and "/dev/shm (64 MB): run the container with --shm-size" in lines[0], result.stderr
+
+
+def test_dataloader_workers_train_with_a_real_shared_memory(image: str, variant: Variant) -> None:
+    """The same run with --shm-size, as verify advises: the worker's batches pass."""
+    script = f"train {BIG_BATCHES} --out /tmp/shm-big > /dev/null && cat /tmp/shm-big/metrics.json"
+    options = RunOptions(platform=variant.platform, shm_size="2g")
+    result = engine.get().run(image, ["sh", "-c", script], options, timeout=600)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert (metrics["workers"], metrics["features"], metrics["loss_fell"]) == (1, 32768, True)
+
+
+@pytest.fixture(scope="session")
+def arbitrary_uid(image: str, variant: Variant) -> Iterator[TrackedContainer]:
+    """The image as Kubernetes and OpenShift run it: an arbitrary UID in group 0 with no
+    passwd entry, read-only, /tmp the only writable place (the hardened defaults)."""
+    options = RunOptions(platform=variant.platform, user="12345:0", labels={Label.TEST: "1"})
+    container_id = engine.get().start(image, ["sleep", "infinity"], options)
+    try:
+        yield TrackedContainer(
+            container_id, testinfra.get_host(f"docker://{container_id}"), testinfra.get_host(f"docker://root@{container_id}")
+        )
+    finally:
+        engine.get().remove_container(container_id)
+
+
+def test_an_arbitrary_uid_without_a_passwd_entry_verifies_and_trains(arbitrary_uid: TrackedContainer, variant: Variant) -> None:
+    host = arbitrary_uid.host
+    assert host.check_output("id -u") == "12345" and host.run("getent passwd 12345").rc != 0
+    assert arbitrary_uid.python("import getpass, os; print(getpass.getuser(), os.path.expanduser(chr(126)))") == "torchenv /home/torchenv"
+    verified = host.run("verify --json")
+    assert verified.rc == 0, verified.stdout + verified.stderr
+    statuses = {check["name"]: check["status"] for check in json.loads(verified.stdout)["checks"]}
+    compiles = not (variant.torch_release.startswith("2.0.") and variant.python == "3.11")
+    assert statuses["torch.compile"] == ("ok" if compiles else "skip")
+    trained = host.run("train --epochs 3 --out /tmp/anyuid" + (" --compile" if compiles else ""))
+    assert trained.rc == 0, trained.stdout + trained.stderr
+    metrics = json.loads(host.file("/tmp/anyuid/metrics.json").content_string)
+    assert metrics["compile"] is compiles and metrics["loss_fell"]
+
+
+def test_the_users_directories_are_group_0_writable(container: TrackedContainer) -> None:
+    for directory in ("/home/torchenv", "/out"):
+        owner, group, mode = container.host.check_output(f"stat -c '%u %g %a' {directory}").split()
+        assert (owner, group, mode) == ("1000", "0", "775"), directory

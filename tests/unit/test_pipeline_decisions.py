@@ -194,3 +194,13 @@ def test_a_test_record_counts_a_skip_as_no_pass() -> None:
     record.add("b", "passed")
     assert record.all_passed and record.skipped == []
     assert TestRecord.from_json(record.to_json()) == record
+
+
+def test_the_test_tiers_build_the_hosts_platform_unless_asked_for_every_one() -> None:
+    from torchenv.commands import testrun
+
+    unit, rest = testrun.tiers()
+    assert unit.arguments == ("tests/unit", "-m", "unit") and "--platforms" not in rest.arguments
+    _, every = testrun.tiers(variant="cpu", every_platform=True)
+    assert every.arguments[-4:] == ("--variants", "cpu", "--platforms", "all")
+    assert testrun.tiers(unit_only=True, every_platform=True) == [unit]

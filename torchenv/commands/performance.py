@@ -14,6 +14,9 @@ from typing import Any
 from torchenv import PROJECT_ROOT
 from torchenv.model.records import BenchResults, VariantFigures
 
+# What `invoke bench` measures unless told otherwise: the default, the torch 2.0 variant
+# that compiles, and the CUDA 12 one.
+BENCH_VARIANTS = "cu117,cu117-py39,cu121"
 BENCH_RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 GB = 1e9
 

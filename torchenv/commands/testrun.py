@@ -23,16 +23,18 @@ class Tier:
         return [sys.executable, "-m", "pytest", "-ra", f"--junitxml={report}", *self.arguments]
 
 
-def tiers(unit_only: bool = False, variant: str | None = None, images: tuple[str, ...] = ()) -> list[Tier]:
+def tiers(unit_only: bool = False, variant: str | None = None, images: tuple[str, ...] = (), every_platform: bool = False) -> list[Tier]:
     """What to run: the unit tier, then (unless UNIT_ONLY) the rest, for one VARIANT's images,
-    or for IMAGES given as they are (then only tests/images, nothing built)."""
+    or for IMAGES given as they are (then only tests/images, nothing built). The variants'
+    images are built for this host's platform; EVERY_PLATFORM adds the others, emulated."""
     unit = Tier("unit", ("tests/unit", "-m", "unit"))
     if unit_only:
         return [unit]
     if images:
         return [unit, Tier("images", ("tests/images", "--durations=30", *(f"--image={image}" for image in images)))]
     selection = ("--variants", variant) if variant else ()
-    return [unit, Tier("rest", ("-m", "not unit", "--durations=30", *selection))]
+    platforms = ("--platforms", "all") if every_platform else ()
+    return [unit, Tier("rest", ("-m", "not unit", "--durations=30", *selection, *platforms))]
 
 
 def run(chosen: list[Tier]) -> int:

@@ -286,6 +286,8 @@ class DockerEngine:
             config["entrypoint"] = options.entrypoint
         if options.privileged:
             config["privileged"] = True
+        if options.shm_size:
+            config["shm_size"] = options.shm_size
         if options.hardened:
             config |= {
                 "network_mode": "none",

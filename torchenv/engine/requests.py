@@ -83,6 +83,9 @@ class RunOptions:
     # All capabilities and devices: only for torchenv's own tools (mmdebstrap making a
     # base mounts /proc and /dev inside its new root), never for an image's commands.
     privileged: bool = False
+    # The size of /dev/shm ("12g"), where DataLoader workers hand over their batches;
+    # None: the engine's 64 MB.
+    shm_size: str | None = None
 
     def cli_flags(self) -> list[str]:
         """The same run as `docker run` flags (for an interactive run, which needs the CLI's TTY)."""
@@ -100,6 +103,7 @@ class RunOptions:
         flags += ["--gpus", gpus] if gpus else []
         flags += ["--entrypoint", self.entrypoint] if self.entrypoint else []
         flags += ["--privileged"] if self.privileged else []
+        flags += ["--shm-size", self.shm_size] if self.shm_size else []
         return flags
 
 

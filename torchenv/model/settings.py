@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -53,6 +54,10 @@ class Settings:
     allow_unlocked: bool = False
     # Free space a build needs on Docker's data root, in GB; 0 = torchenv's estimate.
     min_free_gb: float = 0
+    # /dev/shm of the containers torchenv runs and of compose's services ("8g"), where
+    # DataLoader worker processes hand over their batches; empty: half of this machine's
+    # memory, between 1 and 16 GB (Docker's own default is 64 MB).
+    shm_size: str = ""
     # zstd level of `invoke push` (1-22): 19, zstd's best compression, gives the smallest
     # pull; a lower level pushes faster and pulls a little more.
     zstd_level: int = 19
@@ -88,6 +93,8 @@ class Settings:
                 except ValueError:
                     raise TorchenvError(f"setting {name} must be a number, got {value!r}") from None
         settings = replace(cls(), **values)
+        if settings.shm_size and not re.fullmatch(r"[1-9]\d*[kmg]?", settings.shm_size.lower()):
+            raise TorchenvError(f'setting shm_size must be a size like "8g" or "512m", got {settings.shm_size!r}')
         if not 1 <= settings.zstd_level <= 22:
             raise TorchenvError(f"setting zstd_level must be between 1 and 22 (zstd's levels), got {settings.zstd_level}")
         return settings
@@ -96,6 +103,17 @@ class Settings:
     def pytorch_index_is_default(self) -> bool:
         """True when no mirror was configured: the PyTorch index itself is used."""
         return self.pytorch_index.rstrip("/") == PYTORCH_INDEX
+
+    def container_shm_size(self) -> str:
+        """shm_size, or half of this machine's memory in whole GB, between 1 and 16."""
+        if self.shm_size:
+            return self.shm_size
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return f"{min(16, max(1, memory // 2 // 2**30))}g"
+
+    def container_shm_size_bytes(self) -> int:
+        size = self.container_shm_size().lower()
+        return int(size.rstrip("kmg")) * {"k": 2**10, "m": 2**20, "g": 2**30}.get(size[-1], 1)
 
     def ca_bundle_path(self) -> Path | None:
         """The CA bundle builds hand to pip, or None when the host has none."""

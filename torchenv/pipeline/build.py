@@ -219,7 +219,7 @@ def verify_and_tag(image: str, variant: Variant, matrix: Matrix, settings: Setti
         print(f"torchenv: {tag} is unchanged ({image[:19]}) and was verified when tagged", flush=True)
         return tag
     print(f"torchenv: verifying {variant.name} ({image[:19]}) in a container before tagging it", flush=True)
-    check = docker.run(image, ["verify"], RunOptions(platform=variant.platform), echo=True)
+    check = docker.run(image, ["verify"], RunOptions(platform=variant.platform, shm_size=settings.container_shm_size()), echo=True)
     if check.exit_code != 0:
         raise TorchenvError(f"{variant.name} built as {image[:19]} but failed verify (report above); nothing was tagged")
     tags = tags_for(image, variant, matrix)

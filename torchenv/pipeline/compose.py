@@ -9,15 +9,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from torchenv import PROJECT_ROOT, engine
+from torchenv.model.settings import Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
 ENV_FILE = PROJECT_ROOT / ".env"
 OUT_DIR = PROJECT_ROOT / "out"
-MANAGED_KEYS = ("TORCHENV_UID", "TORCHENV_GID")
+MANAGED_KEYS = ("TORCHENV_UID", "TORCHENV_GID", "TORCHENV_SHM_SIZE")
 
 
 def user_environment() -> dict[str, str]:
-    return {"TORCHENV_UID": str(os.getuid()), "TORCHENV_GID": str(os.getgid())}
+    """Who the services run as, and their /dev/shm (TORCHENV_SHM_SIZE, or half this machine's memory)."""
+    return {
+        "TORCHENV_UID": str(os.getuid()),
+        "TORCHENV_GID": str(os.getgid()),
+        "TORCHENV_SHM_SIZE": Settings.load().container_shm_size(),
+    }
 
 
 def prepare(env_file: Path = ENV_FILE, out_dir: Path = OUT_DIR) -> None:

@@ -24,6 +24,7 @@ def run_in_image(variant: Variant, settings: Settings, command: list[str], inter
         platform=variant.platform,
         user=f"{os.getuid()}:{os.getgid()}",
         volumes={str(compose.OUT_DIR): ("/out", "rw")},
+        shm_size=settings.container_shm_size(),
     )
     return engine.get().run_interactive(tag, command, options, tty=interactive)
 

@@ -23,6 +23,19 @@ def variants() -> dict[str, dict[str, Any]]:
         return {}
 
 
+def shm_bytes() -> int | None:
+    """The size of /dev/shm, through which DataLoader workers hand over their batches (None without one)."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return stats.f_frsize * stats.f_blocks
+
+
+def shown_bytes(size: int) -> str:
+    return f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:.0f} MB"
+
+
 def release(version: str) -> tuple[int, ...]:
     """ "2.0.1+cu117" -> (2, 0); "3.9" -> (3, 9)."""
     return tuple(int(part) for part in version.split("+")[0].split(".")[:2])

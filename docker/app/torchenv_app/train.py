@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchenv_app import distributed, gpu
+from torchenv_app import distributed, gpu, support
 from torchenv_app.support import compile_unsupported
 
 EXIT_OK = 0
@@ -32,6 +32,7 @@ EXIT_DEVICE_UNAVAILABLE = 5
 EXIT_LOSS_NOT_FINITE = 6
 EXIT_RANKS_DIVERGED = 7
 EXIT_GPU_UNSUPPORTED = 8
+EXIT_SHARED_MEMORY = 9
 
 # "Clearly below": the last epoch's mean loss must be at most this share of the first's.
 REQUIRED_LOSS_RATIO = 0.5
@@ -52,6 +53,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def default_workers() -> int:
+    """DataLoader worker processes: up to 2, where this process has cores to spare for them
+    (its share of the cores when torchrun runs several on this node)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(2, share - 1))
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or not math.isfinite(value):
@@ -66,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=positive_int, default=4096, help="size of the synthetic dataset")
     parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--features", type=positive_int, default=FEATURES, help="the size of one sample (bigger samples, bigger batches)")
+    parser.add_argument(
+        "--workers",
+        type=count,
+        default=default_workers(),
+        help="DataLoader worker processes; they hand batches over through /dev/shm (0: load in this process)",
+    )
     parser.add_argument("--lr", type=positive_float, default=0.003, help="Adam's learning rate")
     parser.add_argument("--compile", action="store_true", help="train a torch.compile'd model")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (float16, GPU only)")
@@ -132,21 +155,46 @@ def check_output_dir(out: Path) -> None:
         ) from None
 
 
-def make_dataset(samples: int, seed: int) -> tuple[Any, Any]:
+def make_dataset(samples: int, seed: int, features: int = FEATURES) -> tuple[Any, Any]:
     """Gaussian blobs: CLASSES centres in FEATURES dimensions, overlapping enough to need training."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    centres = torch.randn(CLASSES, FEATURES, generator=generator) * 0.7
+    centres = torch.randn(CLASSES, features, generator=generator) * 0.7
     labels = torch.randint(0, CLASSES, (samples,), generator=generator)
-    features = centres[labels] + torch.randn(samples, FEATURES, generator=generator)
-    return features, labels
+    points = centres[labels] + torch.randn(samples, features, generator=generator)
+    return points, labels
 
 
-def make_model() -> Any:
+def make_model(features: int = FEATURES) -> Any:
     from torch import nn
 
-    return nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
+    return nn.Sequential(nn.Linear(features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
+
+
+class Batches:
+    """dataset[indices] -> the features and labels of those samples, so that each DataLoader
+    worker makes whole batches (and hands them over through /dev/shm)."""
+
+    def __init__(self, features: Any, labels: Any) -> None:
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices: Any) -> tuple[Any, Any]:
+        return self.features[indices], self.labels[indices]
+
+
+def shared_memory_error(args: argparse.Namespace) -> TrainError:
+    batch = support.shown_bytes(args.batch_size * args.features * 4)
+    shm = support.shm_bytes()
+    where = f"/dev/shm ({support.shown_bytes(shm)})" if shm is not None else "/dev/shm (none here)"
+    return TrainError(
+        f"a DataLoader worker died handing over a batch of {batch} through {where}: run the container with --shm-size 8g "
+        "(or --ipc host; compose sets shm_size), or train with --workers 0",
+        EXIT_SHARED_MEMORY,
+    )
 
 
 def grad_scaler(torch: Any, enabled: bool) -> Any:
@@ -184,8 +232,8 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
         device = distributed.init(ranks, device)
 
     torch.manual_seed(args.seed)
-    features, labels = make_dataset(args.samples, args.seed)
-    model = make_model().to(device)
+    features, labels = make_dataset(args.samples, args.seed, args.features)
+    model = make_model(args.features).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scaler = grad_scaler(torch, amp)
     checkpoint_path, metrics_path = args.out / "checkpoint.pt", args.out / "metrics.json"
@@ -219,9 +267,10 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
         # Every rank draws the same order and takes its own share of each batch.
         permutation = torch.randperm(args.samples, generator=order)
         total_loss, correct = 0.0, 0
-        for first in range(0, args.samples, args.batch_size):
-            batch = permutation[first : first + args.batch_size][rank::world_size]
-            x, y = features[batch].to(device), labels[batch].to(device)
+        shares = [permutation[first : first + args.batch_size][rank::world_size] for first in range(0, args.samples, args.batch_size)]
+        loader = torch.utils.data.DataLoader(Batches(features, labels), sampler=shares, batch_size=None, num_workers=args.workers)
+        for batch_x, batch_y in loaded(loader, args):
+            x, y = batch_x.to(device), batch_y.to(device)
             with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
                 logits = step(x)
                 loss = loss_function(logits.float(), y)
@@ -234,7 +283,7 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total_loss += loss.item() * len(batch)
+            total_loss += loss.item() * len(y)
             correct += (logits.argmax(dim=1) == y).sum().item()
         if ranks is not None:
             total_loss, correct = distributed.sum_across([total_loss, correct], device)
@@ -263,6 +312,8 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
         "amp": amp,
         "seed": args.seed,
         "samples": args.samples,
+        "features": args.features,
+        "workers": args.workers,
         "epochs": history,
         "first_loss": history[0]["loss"],
         "final_loss": history[-1]["loss"],
@@ -279,6 +330,16 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
     if main_process:
         atomic_write(metrics_path, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
+
+
+def loaded(loader: Any, args: argparse.Namespace) -> Any:
+    """LOADER's batches; a worker that died (most often: /dev/shm too small) ends the run in one line."""
+    try:
+        yield from loader
+    except RuntimeError as error:
+        if "DataLoader worker" not in str(error):
+            raise
+        raise shared_memory_error(args) from None
 
 
 def agreement(model: Any, ranks: distributed.Ranks) -> dict[str, Any]:

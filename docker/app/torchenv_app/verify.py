@@ -18,10 +18,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from torchenv_app import archs, gpu
+from torchenv_app import archs, gpu, support
 from torchenv_app.support import compile_unsupported
 
-OK, FAIL, SKIP = "ok", "fail", "skip"
+OK, FAIL, SKIP, WARN = "ok", "fail", "skip", "warn"
+
+# Below this, /dev/shm is Docker's 64 MB default or near it: DataLoader workers die on it.
+SHM_WARN_BYTES = 2**30
 
 
 @dataclass
@@ -142,6 +145,19 @@ def cuda_devices_to_check() -> list[str]:
     return ["cuda"] if devices and gpu.unsupported(devices, gpu.compiled_archs()) is None else []
 
 
+def check_shm() -> Check:
+    """DataLoader worker processes hand their batches over through /dev/shm; Docker gives
+    a container 64 MB of it, and a worker dies when a batch does not fit."""
+    size = support.shm_bytes()
+    advice = "for DataLoader workers run the container with --shm-size 8g (or --ipc host; compose: shm_size)"
+    if size is None:
+        return Check("shm", WARN, f"no /dev/shm: {advice}")
+    shown = support.shown_bytes(size)
+    if size < SHM_WARN_BYTES:
+        return Check("shm", WARN, f"/dev/shm is {shown}: {advice}")
+    return Check("shm", OK, f"/dev/shm is {shown}")
+
+
 def check_matmul() -> Check:
     import torch
 
@@ -210,6 +226,7 @@ CHECKS: list[Callable[[], Check]] = [
     check_cudnn,
     check_gpu,
     check_gpu_arch,
+    check_shm,
     check_matmul,
     check_numpy_bridge,
     check_compile,
@@ -243,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "variant": expected("variant"),
             "platform": platform.machine(),
             "passed": passed,
+            "shm_bytes": support.shm_bytes(),
             "checks": [asdict(result) for result in results],
         }
         print(json.dumps(report, indent=2))
