@@ -42,6 +42,11 @@ def matrix(settings: Settings) -> Matrix:
     return load_matrix(settings.matrix)
 
 
+def compiles(variant: Variant) -> bool:
+    """What PyTorch's release notes say: torch 2.0's dynamo refuses Python 3.11, torch 2.1 takes it."""
+    return not (variant.torch_release.startswith("2.0.") and variant.python == "3.11")
+
+
 @dataclass(frozen=True)
 class ImageUnderTest:
     """A variant's build and, when given with --image, the image to test instead of a build."""

@@ -16,7 +16,7 @@ from torchenv import PROJECT_ROOT, engine
 from torchenv.engine import RunOptions
 from torchenv.model.matrix import Variant
 
-from .conftest import GPUS
+from .conftest import GPUS, compiles
 
 SUMMARY = re.compile(r"^gpu-check: (PASS|FAIL|SKIP) ([^:]+): (.*)$", re.M)
 
@@ -34,8 +34,6 @@ def test_gpu_check_runs_the_app_as_plain_python(image: str, variant: Variant, tm
     result = engine.get().run(image, command, options, timeout=400)
     assert result.exit_code == 0, result.output
     lines = {name: (status, detail) for status, name, detail in SUMMARY.findall(result.stdout)}
-    # torch 2.0 cannot compile on Python 3.11: skipped with verify's reason; it can on 3.9, torch 2.1 on 3.11.
-    compiles = not (variant.torch_release.startswith("2.0.") and variant.python == "3.11")
     compile_name = f"train --device {'cuda' if GPUS else 'cpu'} --compile"
     if GPUS is None:
         assert lines["gpu architecture"][0] == "SKIP" and "no GPU visible" in lines["gpu architecture"][1]
@@ -46,7 +44,8 @@ def test_gpu_check_runs_the_app_as_plain_python(image: str, variant: Variant, tm
         expected_pass = {"verify --json", "gpu architecture", "train --device cuda", "train --device cuda --amp", "one-process NCCL"}
     assert {name for name, (status, _) in lines.items() if status == "PASS"} >= expected_pass, result.stdout
     assert not [name for name, (status, _) in lines.items() if status == "FAIL"], result.stdout
-    assert lines[compile_name][0] == ("PASS" if compiles else "SKIP"), lines[compile_name]
+    # torch 2.0 cannot compile on Python 3.11: skipped with verify's reason.
+    assert lines[compile_name][0] == ("PASS" if compiles(variant) else "SKIP"), lines[compile_name]
 
     # Read back what the runs wrote, not the script's summary.
     plain = json.loads((tmp_path / ("train --device cuda" if GPUS else "train --device cpu") / "metrics.json").read_text())

@@ -10,14 +10,19 @@ from torchenv.model.matrix import Variant
 
 from .conftest import TrackedContainer
 
-SITE = "/opt/venv/lib/python3.11/site-packages"
+
+def site(variant: Variant) -> str:
+    return f"/opt/venv/lib/python{variant.python}/site-packages"
+
+
 REMOVED = ("libcusolverMg", "libcufftw", "libnvblas")
 
 
-def test_the_biggest_libraries_have_no_symbol_table(container: TrackedContainer) -> None:
+def test_the_biggest_libraries_have_no_symbol_table(container: TrackedContainer, variant: Variant) -> None:
+    site_dir = site(variant)
     # readelf comes with the compilers the image keeps for torch.compile.
     listing = container.host.run(
-        f"for f in {SITE}/torch/lib/libtorch*.so {SITE}/triton/_C/libtriton.so {SITE}/nvidia/nccl/lib/libnccl.so.*; do "
+        f"for f in {site_dir}/torch/lib/libtorch*.so {site_dir}/triton/_C/libtriton.so {site_dir}/nvidia/nccl/lib/libnccl.so.*; do "
         'if [ -f "$f" ]; then printf "%s " "$f"; readelf -S "$f" | grep -c " \\.symtab" || true; fi; done'
     )
     assert listing.rc == 0, listing.stderr
@@ -26,18 +31,20 @@ def test_the_biggest_libraries_have_no_symbol_table(container: TrackedContainer)
     assert set(counts.values()) == {"0"}, counts
 
 
-def test_removed_libraries_are_gone_and_nothing_names_them(container: TrackedContainer) -> None:
+def test_removed_libraries_are_gone_and_nothing_names_them(container: TrackedContainer, variant: Variant) -> None:
     """The proof that they were unused: no library, extension or module in the venv
     links against them or opens them by name."""
-    found = container.host.run(f"find {SITE} -name 'libcusolverMg*' -o -name 'libcufftw*' -o -name 'libnvblas*'")
+    site_dir = site(variant)
+    found = container.host.run(f"find {site_dir} -name 'libcusolverMg*' -o -name 'libcufftw*' -o -name 'libnvblas*'")
     assert found.rc == 0 and found.stdout.strip() == "", found.stdout
     pattern = " ".join(f"-e {name}" for name in REMOVED)
-    names = container.host.run(f"grep -rlsF {pattern} --include='*.so*' --include='*.py' {SITE}")
+    names = container.host.run(f"grep -rlsF {pattern} --include='*.so*' --include='*.py' {site_dir}")
     assert names.rc == 1 and names.stdout.strip() == "", names.stdout  # grep: 1 = no match
 
 
-def test_dependency_test_suites_are_gone_but_torch_testing_stays(container: TrackedContainer) -> None:
-    suites = container.host.run(f"find {SITE} -mindepth 2 -type d -name tests")
+def test_dependency_test_suites_are_gone_but_torch_testing_stays(container: TrackedContainer, variant: Variant) -> None:
+    site_dir = site(variant)
+    suites = container.host.run(f"find {site_dir} -mindepth 2 -type d -name tests")
     assert suites.rc == 0 and suites.stdout.strip() == "", suites.stdout
     assert container.python("import torch.testing; torch.testing.assert_close(1.0, 1.0); print(2 + 2)") == "4"
 
