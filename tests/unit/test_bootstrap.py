@@ -10,6 +10,7 @@ import pytest
 from torchenv import engine
 from torchenv.errors import TorchenvError
 from torchenv.model import names, platforms
+from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 from torchenv.pipeline import base, bootstrap
 
@@ -47,8 +48,10 @@ def test_an_unknown_maker_is_one_line() -> None:
 
 
 def test_the_container_runs_the_hosts_command_with_pinned_mmdebstrap(fake: FakeEngine, tmp_path: Path) -> None:
-    present = fake.add_image("an earlier base")
+    present = fake.add_image("an earlier base", labels={Label.BASE: "bookworm"})
     fake.tags[f"{names.BASE_REPOSITORY}:bookworm-0123456789ab"] = present
+    # A bullseye base cannot run it: its apt has mmdebstrap 0.7, not the pinned one.
+    fake.tags[f"{names.BASE_REPOSITORY}:bullseye-0123456789ab"] = fake.add_image("a bullseye base", labels={Label.BASE: "bullseye"})
     rootfs = tmp_path / "rootfs.tar"
     with pytest.raises(TorchenvError, match=r"mmdebstrap in a container of sha256:\w+ could not make the bookworm base"):
         bootstrap.in_container(SPEC, Settings(), rootfs, 1700000000)  # the fake writes no tarball

@@ -16,11 +16,14 @@ from torchenv import engine
 from torchenv.engine import RunOptions
 from torchenv.errors import TorchenvError
 from torchenv.model import names, platforms
+from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 
 # The mmdebstrap a container installs (bookworm's): another version makes another tarball.
 MMDEBSTRAP_VERSION = "1.3.5-7"
 UPSTREAM_VERSION = MMDEBSTRAP_VERSION.split("-")[0]
+# The suite whose apt has that mmdebstrap: a torchenv base of it can run it.
+MAKER_SUITE = "bookworm"
 # Where no torchenv base is present yet to run it in: Debian's own image, by digest (two
 # public Dockerfiles pin this bookworm-slim index).
 DEBIAN_IMAGE = "debian:bookworm-slim@sha256:7b140f374b289a7c2befc338f42ebe6441b7ea838a042bbd5acbfca6ec875818"
@@ -160,12 +163,13 @@ def container_reason(settings: Settings) -> str:
 
 
 def maker_image(platform: str) -> str:
-    """A torchenv base of this host's PLATFORM already here (no registry needed), else Debian's image."""
+    """A torchenv bookworm base of this host's PLATFORM already here (no registry needed),
+    else Debian's image: bookworm's apt has the pinned mmdebstrap (bullseye's has 0.7)."""
     docker = engine.get()
     candidates = []
     for image_id in docker.image_ids({"reference": names.BASE_REPOSITORY}):
         facts = docker.image(image_id)
-        if facts is not None and facts.platform == platform:
+        if facts is not None and facts.platform == platform and facts.labels.get(Label.BASE) == MAKER_SUITE:
             candidates.append((facts.created, image_id))
     if candidates:
         return max(candidates)[1]
