@@ -47,20 +47,23 @@ class Checks:
     def _environment(self) -> dict[str, str]:
         """The app's own code, which variant has code for which GPU (the matrix's, as the
         image has it), and no expectation of an image's TORCHENV_* variables."""
-        sys.path.insert(0, str(ROOT))
-        from torchenv.model.matrix import load_matrix
-        from torchenv.model.variant_facts import variant_facts_json
-
-        variants = self.out / "variants.json"
-        variants.write_text(variant_facts_json(load_matrix()))
         environment = {name: value for name, value in os.environ.items() if not name.startswith("TORCHENV_")}
         environment.update(
             PYTHONPATH=str(APP),
             PYTHONDONTWRITEBYTECODE="1",
-            TORCHENV_VARIANTS_FILE=str(variants),
             TORCHINDUCTOR_CACHE_DIR=str(self.out / "inductor"),
             TRITON_CACHE_DIR=str(self.out / "triton"),
         )
+        sys.path.insert(0, str(ROOT))
+        try:  # torchenv reads the matrix with tomllib: Python 3.11 or later
+            from torchenv.model.matrix import load_matrix
+            from torchenv.model.variant_facts import variant_facts_json
+        except ImportError as error:
+            print(f"gpu-check: note: no other variant is named in the checks' advice (images/matrix.toml unread: {error})")
+            return environment
+        variants = self.out / "variants.json"
+        variants.write_text(variant_facts_json(load_matrix()))
+        environment["TORCHENV_VARIANTS_FILE"] = str(variants)
         return environment
 
     def run(self, name: str, module: str, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -113,3 +114,11 @@ def test_a_fresh_fork_needs_no_repository_variable_or_secret() -> None:
     assert set(re.findall(r"vars\.(\w+)", workflow)) <= {"TORCHENV_PYTORCH_INDEX", "TORCHENV_GPU_RUNNER"}
     assert re.search(r"if: .*vars\.TORCHENV_GPU_RUNNER != ''", workflow)
     assert Settings.load(environ={"TORCHENV_PYTORCH_INDEX": ""}).pytorch_index == PYTORCH_INDEX
+
+
+def test_what_runs_inside_the_images_parses_as_python_3_9() -> None:
+    """The app, the build gate and gpu-check.py run on every variant's Python, 3.9 in cu117-py39."""
+    sources = [*(PROJECT_ROOT / "docker").rglob("*.py"), PROJECT_ROOT / "scripts" / "gpu-check.py"]
+    assert len(sources) > 5
+    for path in sources:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))

@@ -164,7 +164,7 @@ def check_matmul() -> Check:
     # Small integers: the product is exact in float32, so any difference is a real fault.
     a = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     b = torch.arange(8, dtype=torch.float32).reshape(4, 2)
-    want = [[sum(a_row[k] * b_col[k] for k in range(4)) for b_col in zip(*b.tolist(), strict=True)] for a_row in a.tolist()]
+    want = [[sum(a_row[k] * b_col[k] for k in range(4)) for b_col in zip(*b.tolist())] for a_row in a.tolist()]
     devices = ["cpu", *cuda_devices_to_check()]
     for device in devices:
         got = (a.to(device) @ b.to(device)).cpu().tolist()
