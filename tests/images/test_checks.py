@@ -122,16 +122,6 @@ def test_train_refuses_a_gpu_without_code_before_it_starts(container: TrackedCon
     assert not container.host.file("/tmp/refused").exists
 
 
-@pytest.mark.parametrize(
-    ("arguments", "exit_code", "message"),
-    [
-        ("--epochs 0", 2, "--epochs: must be at least 1"),
-        ("--device tpu", 2, "invalid choice: 'tpu'"),
-        ("--out /proc/torchenv", 4, "output directory /proc/torchenv is not writable by uid 1000"),
-        ("--lr 1e-12 --epochs 2", 3, "loss did not fall clearly"),
-        ("--lr 1e20 --epochs 3", 6, "loss became nan"),
-    ],
-)
 def test_train_refuses_what_cuda_cannot_do_here(container: TrackedContainer, variant: Variant) -> None:
     """Without a GPU, --device cuda at all; with the GPU job's GPUs, more NCCL processes than GPUs."""
     if GPUS_REQUESTED and variant.is_cuda:
@@ -143,6 +133,16 @@ def test_train_refuses_what_cuda_cannot_do_here(container: TrackedContainer, var
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("arguments", "exit_code", "message"),
+    [
+        ("--epochs 0", 2, "--epochs: must be at least 1"),
+        ("--device tpu", 2, "invalid choice: 'tpu'"),
+        ("--out /proc/torchenv", 4, "output directory /proc/torchenv is not writable by uid 1000"),
+        ("--lr 1e-12 --epochs 2", 3, "loss did not fall clearly"),
+        ("--lr 1e20 --epochs 3", 6, "loss became nan"),
+    ],
+)
 def test_train_fails_with_a_distinct_code(container: TrackedContainer, arguments: str, exit_code: int, message: str) -> None:
     result = container.host.run(f"train --out /tmp/train-errors {arguments}")
     assert result.rc == exit_code, result.stdout + result.stderr
