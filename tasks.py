@@ -111,7 +111,7 @@ def build(
         if pull_first:
             print(f"torchenv: {entry.name}: no prebuilt image with the current lock; building")
         build_variant(entry, matrix, settings)
-    compose.prepare()
+    compose.prepare(settings=settings)
 
 
 @task(

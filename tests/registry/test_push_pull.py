@@ -238,7 +238,7 @@ def test_multi_platform_variant_is_pushed_as_one_index(
         publish.pull(matrix.get(MULTI_PLATFORM, platforms.AMD64), matrix, settings)
 
 
-@pytest.mark.needs_platforms(platforms.ARM64)
+@pytest.mark.needs_platforms(*platforms.SUPPORTED)
 def test_an_index_lists_both_platforms_and_each_pull_gets_its_own(settings: Settings, local_registry: str) -> None:
     """The index mechanism with both platforms, on the two Debian bases this project
     builds (amd64 native, arm64 emulated): both listed, each platform's pull gets its own."""

@@ -36,3 +36,8 @@ def test_compose_env_file_carries_the_size_and_keeps_the_users_lines(tmp_path: P
     compose.prepare(env_file=env_file, out_dir=tmp_path / "out")
     lines = env_file.read_text().splitlines()
     assert "TORCHENV_VARIANT=cu121" in lines and "TORCHENV_SHM_SIZE=6g" in lines and "TORCHENV_SHM_SIZE=1g" not in lines
+
+
+def test_a_number_from_invoke_yaml_is_a_size_in_bytes() -> None:
+    settings = Settings.load(overrides={"shm_size": 8589934592})
+    assert settings.container_shm_size_bytes() == 8 * 2**30

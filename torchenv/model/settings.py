@@ -93,6 +93,7 @@ class Settings:
                 except ValueError:
                     raise TorchenvError(f"setting {name} must be a number, got {value!r}") from None
         settings = replace(cls(), **values)
+        settings = replace(settings, shm_size=str(settings.shm_size))  # a YAML number is a size in bytes
         if settings.shm_size and not re.fullmatch(r"[1-9]\d*[kmg]?", settings.shm_size.lower()):
             raise TorchenvError(f'setting shm_size must be a size like "8g" or "512m", got {settings.shm_size!r}')
         if not 1 <= settings.zstd_level <= 22:

@@ -17,30 +17,32 @@ OUT_DIR = PROJECT_ROOT / "out"
 MANAGED_KEYS = ("TORCHENV_UID", "TORCHENV_GID", "TORCHENV_SHM_SIZE")
 
 
-def user_environment() -> dict[str, str]:
-    """Who the services run as, and their /dev/shm (TORCHENV_SHM_SIZE, or half this machine's memory)."""
+def user_environment(settings: Settings | None = None) -> dict[str, str]:
+    """Who the services run as, and their /dev/shm (the shm_size setting: TORCHENV_SHM_SIZE
+    in the environment or invoke.yaml; else half this machine's memory)."""
     return {
         "TORCHENV_UID": str(os.getuid()),
         "TORCHENV_GID": str(os.getgid()),
-        "TORCHENV_SHM_SIZE": Settings.load().container_shm_size(),
+        "TORCHENV_SHM_SIZE": (settings or Settings.load()).container_shm_size(),
     }
 
 
-def prepare(env_file: Path = ENV_FILE, out_dir: Path = OUT_DIR) -> None:
+def prepare(env_file: Path = ENV_FILE, out_dir: Path = OUT_DIR, settings: Settings | None = None) -> None:
+    """./out, and .env with the managed keys (the user's other lines stay)."""
     out_dir.mkdir(exist_ok=True)
     kept = []
     if env_file.exists():
         kept = [line for line in env_file.read_text().splitlines() if line.split("=", 1)[0].strip() not in MANAGED_KEYS]
-    managed = [f"{key}={value}" for key, value in user_environment().items()]
+    managed = [f"{key}={value}" for key, value in user_environment(settings).items()]
     env_file.write_text("\n".join(kept + managed) + "\n")
 
 
 def compose(
-    project: Path, *args: str, capture: bool = True, timeout: float | None = 900, **environment: str
+    project: Path, *args: str, capture: bool = True, timeout: float | None = 900, settings: Settings | None = None, **environment: str
 ) -> subprocess.CompletedProcess[str]:
     """`docker compose ARGS` with the project's compose.yaml, for the project directory
     PROJECT (./out and .env there), as the invoking user."""
-    env: Mapping[str, str] = {**user_environment(), **environment}
+    env: Mapping[str, str] = {**user_environment(settings), **environment}
     return engine.get().compose(args, project, COMPOSE_FILE, env, capture=capture, timeout=timeout)
 
 

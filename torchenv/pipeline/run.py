@@ -19,7 +19,7 @@ def run_in_image(variant: Variant, settings: Settings, command: list[str], inter
     tag = image_tag(variant, settings)
     if not engine.get().image_id(tag):
         raise TorchenvError(f"no image {tag} yet; build it first: invoke build --variant {variant.name} --platform {variant.platform}")
-    compose.prepare()
+    compose.prepare(settings=settings)
     options = RunOptions(
         platform=variant.platform,
         user=f"{os.getuid()}:{os.getgid()}",
@@ -32,8 +32,8 @@ def run_in_image(variant: Variant, settings: Settings, command: list[str], inter
 def demo(variant: Variant, matrix: Matrix, settings: Settings) -> None:
     """Builds VARIANT, then `docker compose run` verify and train, their output shown as it comes."""
     build_variant(variant, matrix, settings)
-    compose.prepare()
+    compose.prepare(settings=settings)
     for service in ("verify", "train"):
-        if compose.compose(PROJECT_ROOT, "run", "--rm", service, capture=False, timeout=None).returncode != 0:
+        if compose.compose(PROJECT_ROOT, "run", "--rm", service, capture=False, timeout=None, settings=settings).returncode != 0:
             raise TorchenvError(f"docker compose run {service} failed (output above)")
     print(f"torchenv: demo done; metrics and checkpoint are in {compose.OUT_DIR}")

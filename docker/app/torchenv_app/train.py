@@ -241,6 +241,12 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
     history: list[dict[str, float]] = []
     if args.resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device)
+        if state.get("features", FEATURES) != args.features:
+            raise TrainError(
+                f"--resume: {checkpoint_path} is of a model for --features {state.get('features', FEATURES)}, not {args.features}; "
+                "pass the same --features or another --out",
+                EXIT_USAGE,
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
@@ -267,9 +273,12 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
         # Every rank draws the same order and takes its own share of each batch.
         permutation = torch.randperm(args.samples, generator=order)
         total_loss, correct = 0.0, 0
-        shares = [permutation[first : first + args.batch_size][rank::world_size] for first in range(0, args.samples, args.batch_size)]
+        # A last batch with fewer samples than ranks would leave a rank an empty share (a NaN
+        # loss there): every rank skips it alike.
+        batches = [permutation[first : first + args.batch_size] for first in range(0, args.samples, args.batch_size)]
+        shares = [batch[rank::world_size] for batch in batches if len(batch) >= world_size]
         loader = torch.utils.data.DataLoader(Batches(features, labels), sampler=shares, batch_size=None, num_workers=args.workers)
-        for batch_x, batch_y in loaded(loader, args):
+        for batch_x, batch_y in loader:
             x, y = batch_x.to(device), batch_y.to(device)
             with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
                 logits = step(x)
@@ -301,7 +310,13 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
             continue
         print(f"epoch {epoch:3d}/{args.epochs}  loss {history[-1]['loss']:.4f}  accuracy {history[-1]['accuracy']:.3f}  ({seconds:.2f}s)")
         weights = model.module if ranks is not None else model
-        state = {"model": weights.state_dict(), "optimizer": optimizer.state_dict(), "history": history, "seed": args.seed}
+        state = {
+            "model": weights.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "seed": args.seed,
+            "features": args.features,
+        }
         atomic_write(checkpoint_path, functools.partial(save_to, torch, state))
 
     metrics = {
@@ -332,14 +347,14 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
     return metrics
 
 
-def loaded(loader: Any, args: argparse.Namespace) -> Any:
-    """LOADER's batches; a worker that died (most often: /dev/shm too small) ends the run in one line."""
-    try:
-        yield from loader
-    except RuntimeError as error:
-        if "DataLoader worker" not in str(error):
-            raise
-        raise shared_memory_error(args) from None
+def worker_died_of_shared_memory(error: RuntimeError) -> bool:
+    """torch's own words when a DataLoader worker dies: of SIGBUS on a full /dev/shm, of an
+    unexplained exit, or of a write to /dev/shm that found no space. Raised from its SIGCHLD
+    handler, they can come from anywhere in the epoch, not only from the loader."""
+    text = str(error)
+    if "DataLoader worker" not in text:
+        return False
+    return "Bus error" in text or "exited unexpectedly" in text or "No space left on device" in text
 
 
 def agreement(model: Any, ranks: distributed.Ranks) -> dict[str, Any]:
@@ -383,7 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: {args.nproc} process(es) on node {args.node_rank} of {args.nnodes} finished in {time.perf_counter() - start:.1f}s")
         return code
     try:
-        metrics = train(args, ranks)
+        try:
+            metrics = train(args, ranks)
+        except RuntimeError as error:
+            if not worker_died_of_shared_memory(error):
+                raise
+            raise shared_memory_error(args) from None
     except TrainError as error:
         if ranks is None or ranks.is_main:
             print(f"train: error: {error}", file=sys.stderr)
