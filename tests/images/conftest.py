@@ -94,7 +94,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def applies(item: pytest.Item) -> bool:
-    """A test marked for CUDA variants (or for bases made here) has nothing to check in the others."""
+    """A test marked for CUDA variants (or for bases made here) has nothing to check in the
+    others; one that needs a GPU (marker gpu) nothing without TORCHENV_TEST_GPUS."""
+    if item.get_closest_marker("gpu") and GPUS is None:
+        return False
     callspec = getattr(item, "callspec", None)
     entry = callspec.params.get("under_test") if callspec else None
     if entry is None:
@@ -105,7 +108,8 @@ def applies(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Such a test is deselected for the variants it does not apply to: a skip would not be a pass."""
+    """Such a test is deselected where it does not apply: a skip would not be a pass (and an
+    image whose test record holds a skip is not pushed)."""
     dropped = [item for item in items if not applies(item)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)

@@ -11,9 +11,8 @@ import pytest
 
 from torchenv.model.matrix import Variant
 
-from .. import skips
 from ..helpers import compose_command, compose_run
-from .conftest import GPUS, TrackedContainer
+from .conftest import TrackedContainer
 
 CHECKSUM_LINE = re.compile(r"train: node (\d): final parameter checksums of all (\d+) ranks on (\d) node\(s\) agree: ([0-9a-f]{64})$", re.M)
 
@@ -44,8 +43,6 @@ def visible_gpus(container: TrackedContainer) -> int:
 @pytest.mark.gpu
 @pytest.mark.cuda_only
 def test_ddp_on_the_gpus_uses_nccl_one_process_each(container: TrackedContainer) -> None:
-    if GPUS is None:
-        skips.no_gpu("TORCHENV_TEST_GPUS is not set")
     gpus = visible_gpus(container)
     result = container.host.run(f"train --ddp --nproc {gpus} --epochs 4 --out /tmp/nccl")
     assert result.rc == 0, result.stdout + result.stderr

@@ -20,7 +20,6 @@ from torchenv.model.matrix import Variant
 from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 
-from .. import skips
 from .conftest import GPUS, TrackedContainer, compiles
 
 GPUS_REQUESTED = GPUS is not None
@@ -126,8 +125,6 @@ def test_gpu_archs_label_is_the_code_compiled_into_torch(container: TrackedConta
 @pytest.mark.gpu
 @pytest.mark.cuda_only
 def test_train_on_the_gpu_with_amp(container: TrackedContainer) -> None:
-    if not GPUS_REQUESTED:
-        skips.no_gpu("TORCHENV_TEST_GPUS is not set")
     result = container.host.run("train --device cuda --amp --epochs 4 --out /tmp/gpu")
     assert result.rc == 0, result.stdout + result.stderr
     metrics = json.loads(container.host.file("/tmp/gpu/metrics.json").content_string)

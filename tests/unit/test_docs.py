@@ -142,7 +142,8 @@ def test_a_target_met_by_some_variants_names_them() -> None:
 
 def gpu_dependent_tests() -> set[str]:
     """The image tests whose expectation reads TORCHENV_TEST_GPUS (conftest's GPUS), in their
-    body, their decorators or a module constant they use."""
+    body, their decorators or a module constant they use, and those marked gpu (collected
+    only with it)."""
     found = set()
     for path in (PROJECT_ROOT / "tests" / "images").glob("test_*.py"):
         tree = ast.parse(path.read_text())
@@ -152,7 +153,8 @@ def gpu_dependent_tests() -> set[str]:
                 depends |= {target.id for target in node.targets if isinstance(target, ast.Name)}
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                if {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & depends:
+                marked_gpu = any(isinstance(n, ast.Attribute) and n.attr == "gpu" for d in node.decorator_list for n in ast.walk(d))
+                if marked_gpu or {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & depends:
                     found.add(node.name)
     return found
 
