@@ -241,11 +241,11 @@ def demo(c: Context) -> None:
     }
 )
 @one_line_errors
-def bench(c: Context, variants: str = performance.BENCH_VARIANTS, cold: bool = False) -> None:
+def bench(c: Context, variants: str = "", cold: bool = False) -> None:
     """Measure sizes, build, start and run times side by side with their baselines; print the ratios."""
-    for name in variants.split(","):
+    for name in (variants or performance.BENCH_VARIANTS).split(","):
         matrix_of(settings_of(c)).get(name.strip())  # an unknown name fails here, in one line
-    args = [sys.executable, "-m", "bench.performance", "--variants", variants] + (["--cold"] if cold else [])
+    args = [sys.executable, "-m", "bench.performance", *(["--variants", variants] if variants else []), *(["--cold"] if cold else [])]
     sys.exit(subprocess.run(args, cwd=PROJECT_ROOT).returncode)
 
 

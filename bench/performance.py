@@ -240,6 +240,17 @@ def rebuilds(variant: Variant, matrix: Matrix, settings: Settings) -> dict[str, 
     return {"no_op_rebuild": no_op, "demo_edit_rebuild": edited}
 
 
+def python_of_version(variant: Variant) -> str | None:
+    """A Python of the variant's version on this host (the host side needs the same wheels), or None."""
+    if "{}.{}".format(*sys.version_info[:2]) == variant.python:
+        return sys.executable
+    candidate = f"python{variant.python}"
+    # A pyenv shim of a version that is not installed is on PATH but does not run.
+    if shutil.which(candidate) and subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+        return candidate
+    return None
+
+
 def host_venv(variant: Variant, lock: Lock, settings: Settings) -> tuple[Path, dict[str, float]]:
     """The floor of a build: the locked wheels downloaded (pip) and installed from those
     files with uv into a fresh venv; the venv is also the host side of the comparisons."""
@@ -251,7 +262,8 @@ def host_venv(variant: Variant, lock: Lock, settings: Settings) -> tuple[Path, d
     pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes", "--dest", str(wheels), "-r", str(lock.path)]
     download = timed(lambda: run(*pip, env=env))
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
-    python = f"python{variant.python}" if shutil.which(f"python{variant.python}") else sys.executable
+    python = python_of_version(variant)
+    assert python is not None, f"no Python {variant.python} here"  # main() checked
     # Seeded like the image's venv (pip, setuptools): torch 2.1 falls back to setuptools'
     # pkg_resources when the lock has no `packaging`.
     run(python, "-m", "venv", str(venv))
@@ -353,7 +365,7 @@ def markdown(results: BenchResults) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default=performance.BENCH_VARIANTS)
+    parser.add_argument("--variants", help=f"comma-separated (default: {performance.BENCH_VARIANTS})")
     parser.add_argument("--cold", action="store_true", help="also measure a cold build against its floor (downloads every wheel twice)")
     args = parser.parse_args()
     settings = Settings.load()
@@ -364,7 +376,18 @@ def main() -> None:
     # A run for some variants keeps the others' figures.
     earlier = performance.load_results().variants if RESULTS.exists() else {}
     results = BenchResults(measured, dict(earlier))
-    names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    names = [name.strip() for name in (args.variants or performance.BENCH_VARIANTS).split(",") if name.strip()]
+    for name in list(names):
+        if python_of_version(matrix.get(name)) is None:
+            python = matrix.get(name).python
+            why = (
+                f"{name} needs Python {python} on this host for its host-side figures (the floor, import and training "
+                f"on the host, with the same wheels); install python{python} (pyenv, a distribution package)"
+            )
+            if args.variants:
+                sys.exit(f"bench: error: {why}, or leave the variant out of --variants")
+            print(f"bench: leaving {name} out: {why}", file=sys.stderr)
+            names.remove(name)
     steps = ["build", "rebuilds", "floor"] + (["cold build"] if args.cold else []) + ["sizes", "run times"]
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("bench", total=len(names) * len(steps))
