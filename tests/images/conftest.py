@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import pytest
 import testinfra
@@ -155,16 +156,23 @@ class TrackedContainer:
         return self.host.check_output(f"python -c '{code}'")
 
 
-@pytest.fixture(scope="session")
-def container(image: str, variant: Variant) -> Iterator[TrackedContainer]:
-    options = RunOptions(platform=variant.platform, name=f"torchenv-test-{uuid.uuid4().hex[:8]}", labels={Label.TEST: "1"}, gpus=GPUS)
-    container_id = engine.get().start(image, ["sleep", "infinity"], options)
+@contextmanager
+def tracked(image: str, options: RunOptions) -> Iterator[TrackedContainer]:
+    """A container of IMAGE, idle, labelled as a test's, and removed whatever happens."""
+    labelled = replace(options, name=f"torchenv-test-{uuid.uuid4().hex[:8]}", labels={Label.TEST: "1"})
+    container_id = engine.get().start(image, ["sleep", "infinity"], labelled)
     try:
         yield TrackedContainer(
             container_id, testinfra.get_host(f"docker://{container_id}"), testinfra.get_host(f"docker://root@{container_id}")
         )
     finally:
         engine.get().remove_container(container_id)
+
+
+@pytest.fixture(scope="session")
+def container(image: str, variant: Variant) -> Iterator[TrackedContainer]:
+    with tracked(image, RunOptions(platform=variant.platform, gpus=GPUS)) as found:
+        yield found
 
 
 @pytest.hookimpl(wrapper=True)

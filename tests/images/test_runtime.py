@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
-import testinfra
 
 from torchenv import engine
 from torchenv.engine import RunOptions
@@ -20,7 +19,7 @@ from torchenv.model.matrix import Variant
 from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 
-from .conftest import GPUS, TrackedContainer, compiles
+from .conftest import GPUS, TrackedContainer, compiles, tracked
 
 GPUS_REQUESTED = GPUS is not None
 
@@ -252,14 +251,8 @@ def test_dataloader_workers_train_with_a_real_shared_memory(image: str, variant:
 def arbitrary_uid(image: str, variant: Variant) -> Iterator[TrackedContainer]:
     """The image as Kubernetes and OpenShift run it: an arbitrary UID in group 0 with no
     passwd entry, read-only, /tmp the only writable place (the hardened defaults)."""
-    options = RunOptions(platform=variant.platform, user="12345:0", labels={Label.TEST: "1"})
-    container_id = engine.get().start(image, ["sleep", "infinity"], options)
-    try:
-        yield TrackedContainer(
-            container_id, testinfra.get_host(f"docker://{container_id}"), testinfra.get_host(f"docker://root@{container_id}")
-        )
-    finally:
-        engine.get().remove_container(container_id)
+    with tracked(image, RunOptions(platform=variant.platform, user="12345:0")) as found:
+        yield found
 
 
 def test_an_arbitrary_uid_without_a_passwd_entry_verifies_and_trains(arbitrary_uid: TrackedContainer, variant: Variant) -> None:
