@@ -55,10 +55,11 @@ def compile_unsupported() -> str | None:
     if compiles(torch.__version__, python):
         return None
     mine = torch.__version__.split("+")[0]
+    known = variants()  # read once
     fitting = sorted(
-        (name for name, facts in variants().items() if compiles(facts["torch"], facts["python"])),
-        key=lambda name: (variants()[name]["torch"].split("+")[0] != mine, name),
+        (name for name, facts in known.items() if compiles(facts["torch"], facts["python"])),
+        key=lambda name: (known[name]["torch"].split("+")[0] != mine, name),
     )
-    described = " or ".join(f"{name} (torch {variants()[name]['torch']}, Python {variants()[name]['python']})" for name in fitting)
+    described = " or ".join(f"{name} (torch {known[name]['torch']}, Python {known[name]['python']})" for name in fitting)
     advice = f"use the {described} variant" + ("s" if len(fitting) > 1 else "") if fitting else "torch 2.1 or a Python 3.10 base does"
     return f"torch {torch.__version__} does not support torch.compile on Python {python}: {advice}"
