@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from invoke import Collection, Context, task
@@ -22,11 +23,13 @@ from torchenv import PROJECT_ROOT
 from torchenv.commands import host_tools, listing, performance, progress, testrun
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Matrix, Variant, load_matrix
+from torchenv.model.project import load_project
 from torchenv.model.settings import Settings
 from torchenv.pipeline import compose, publish, run
 from torchenv.pipeline.build import build_variant, image_tag
 from torchenv.pipeline.clean import clean as clean_torchenv
 from torchenv.pipeline.lock import lock_targets, lock_variants
+from torchenv.pipeline.project_build import build_project, project_tests
 from torchenv.pipeline.repro import reproduce
 
 
@@ -94,16 +97,31 @@ def matrix(c: Context, cuda: bool = False) -> None:
         "allow-unlocked": "build a variant without a lock from its pins (not reproducible; the image's labels say so)",
         "pull-first": "use the pushed image recorded in images/digests.json when its lock matches; build otherwise",
         "platform": PLATFORM_HELP,
+        "project": "a project folder (pyproject.toml with [tool.torchenv]) to build on the variant: locked, checked, tagged torchenv-NAME",
     }
 )
 @one_line_errors
 def build(
-    c: Context, variant: str | None = None, all: bool = False, allow_unlocked: bool = False, pull_first: bool = False, platform: str = ""
+    c: Context,
+    variant: str | None = None,
+    all: bool = False,
+    allow_unlocked: bool = False,
+    pull_first: bool = False,
+    platform: str = "",
+    project: str = "",
 ) -> None:
-    """Build, verify and tag a variant's image."""
+    """Build, verify and tag a variant's image (with --project, a project's image on top of it)."""
     settings, matrix, variants = chosen(c, variant, all, platform)
     if allow_unlocked:
         settings = dataclasses.replace(settings, allow_unlocked=True)
+    if project:
+        if allow_unlocked or pull_first:
+            raise TorchenvError("--project builds on the variant's lock: leave out --allow-unlocked and --pull-first")
+        chosen_project = load_project(Path(project))
+        for entry in progress.per_variant(variants, "building"):
+            build_project(chosen_project, entry, matrix, settings)
+        compose.prepare(settings=settings)
+        return
     for entry in progress.per_variant(variants, "building"):
         if pull_first and (reference := publish.pull_first(entry, matrix, settings)):
             print(f"torchenv: {entry.name}: pulled the prebuilt {reference} (its lock matches); nothing was built")
@@ -205,6 +223,7 @@ def shell(c: Context, variant: str | None = None, platform: str = "") -> None:
         "unit": "the unit tier only (offline, no Docker; under a minute)",
         "image": "test this existing image (tag or ID) as it is, nothing built or downloaded; repeatable",
         "every_platform": "also build and test each variant's other platforms, emulated (cpu's arm64 image: some 17 minutes on 2 cores)",
+        "project": "build this project on --variant (default: the default variant), then run the image tests and its own tests on it",
     },
     iterable=["image"],
 )
@@ -216,14 +235,23 @@ def test(
     unit: bool = False,
     image: list[str] | None = None,
     every_platform: bool = False,
+    project: str = "",
 ) -> None:
     """Run the tests by tier: unit first (a failure stops the run), then Docker, images, registry."""
     if variant and all:
         raise TorchenvError("choose either --variant NAME or --all, not both")
     if variant:
         matrix_of(settings_of(c)).get(variant)  # unknown names fail here, in one line
-    chosen = testrun.tiers(unit_only=unit, variant=variant, images=tuple(image or ()), every_platform=every_platform)
-    sys.exit(testrun.run(chosen))
+    if project:
+        if all or image or every_platform:
+            raise TorchenvError("--project tests one project on one variant: leave out --all, --image and --every-platform")
+        settings, matrix, (entry,) = chosen(c, variant)
+        chosen_project = load_project(Path(project))
+        tag = build_project(chosen_project, entry, matrix, settings)
+        code = testrun.run(testrun.tiers(images=(tag,)))
+        sys.exit(code or project_tests(tag, chosen_project, entry, settings))
+    tiers = testrun.tiers(unit_only=unit, variant=variant, images=tuple(image or ()), every_platform=every_platform)
+    sys.exit(testrun.run(tiers))
 
 
 @task

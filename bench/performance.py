@@ -181,6 +181,10 @@ def describe(created_by: str) -> str:
         return "venv: NVIDIA libraries"
     if 'install.sh "torch"' in created_by:
         return "venv: torch and the rest"
+    if 'install.sh "project packages"' in created_by:
+        return "project: its packages"
+    if "/opt/project" in created_by:
+        return "project: its code"
     if "check_venv" in created_by:
         return "venv check (writes nothing)"
     if "docker/app" in created_by or "/opt/torchenv" in created_by:

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from torchenv import PROJECT_ROOT
 from torchenv.errors import TorchenvError
 from torchenv.locking.wheels import index_url, require_reachable
 from torchenv.model.matrix import load_matrix
+from torchenv.model.project import load_project
 from torchenv.model.settings import Settings
 from torchenv.pipeline.build import build_args, build_request, exclusive_build, requirements_context
+from torchenv.pipeline.project_build import project_build_args
 
 MIRROR = "https://mirror.example.test/whl/"
 
@@ -46,7 +49,8 @@ def test_resolved_build_arguments(matrix, name: str, index: str, pins: str, tmp_
 def test_every_dockerfile_arg_is_resolved(matrix) -> None:
     dockerfile = Path("docker/Dockerfile").read_text()
     declared = {line.split()[1].split("=")[0] for line in dockerfile.splitlines() if line.startswith("ARG ")}
-    assert declared == set(build_args(matrix.get("cu117"), Settings(), "base"))
+    project = load_project(PROJECT_ROOT / "examples" / "finetune")
+    assert declared == set(build_args(matrix.get("cu117"), Settings(), "base")) | set(project_build_args(project))
 
 
 @pytest.mark.parametrize("name", ["cpu", "cu118"])

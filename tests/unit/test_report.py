@@ -95,6 +95,8 @@ def test_the_bench_names_every_layer_the_dockerfiles_make() -> None:
         "venv: torch and the rest",
         "venv check (writes nothing)",
         "app (verify, train)",
+        "project: its packages",
+        "project: its code",
     } | {describe(step) for step in steps if "/opt/installer" in step}, steps
     # The cold-build measurement empties uv's cache mount, found by its BuildKit description.
     mounted, _, command = UV_CACHE_MOUNT.removeprefix("cached mount ").partition(" from exec /bin/sh -c ")

@@ -20,18 +20,29 @@ SEEDED = frozenset({"pip", "setuptools", "wheel"})
 _REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
-def split_requirements(text: str, from_pytorch_index: frozenset[str] = frozenset()) -> dict[str, str]:
-    """A requirements file (a lock with its hashes, or plain pins) split into one file
-    per layer, and FROM_PYTORCH_INDEX's packages into the PYTORCH_PART. A requirement's
-    continuation lines and comments go with it; the header does not, so that a layer's
-    input (and its build cache) changes only with its own packages."""
+def requirement_entries(text: str) -> list[tuple[str, list[str]]]:
+    """A requirements file's requirements, each as its normalised name and its lines (its
+    continuation lines and comments go with it; the header before the first does not)."""
     entries: list[tuple[str, list[str]]] = []
     for line in text.splitlines(keepends=True):
         match = _REQUIREMENT.match(line)
         if match:
-            entries.append((match["name"].lower().replace("_", "-"), [line]))
+            entries.append((normalised(match["name"]), [line]))
         elif entries:
             entries[-1][1].append(line)
+    return entries
+
+
+def normalised(name: str) -> str:
+    """A distribution's name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def split_requirements(text: str, from_pytorch_index: frozenset[str] = frozenset()) -> dict[str, str]:
+    """A requirements file (a lock with its hashes, or plain pins) split into one file
+    per layer, and FROM_PYTORCH_INDEX's packages into the PYTORCH_PART, so that a layer's
+    input (and its build cache) changes only with its own packages."""
+    entries = requirement_entries(text)
     parts: dict[str, list[str]] = {part: [] for part in (*LAYERS, PYTORCH_PART)}
     for name, lines in entries:
         if name in from_pytorch_index:

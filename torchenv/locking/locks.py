@@ -4,6 +4,7 @@ and builds install exactly that file (--require-hashes --no-deps, no resolution)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -103,19 +104,10 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
             f"cannot write the lock of {variant.name} into {settings.lock_dir} ({error.strerror}); "
             "point TORCHENV_LOCK_DIR at a writable folder"
         ) from None
-    command = [uv_executable(), "pip", "compile", "--generate-hashes", "--no-header", "--quiet"]
-    command += ["--python-platform", variant.python_platform, "--python-version", variant.python]
-    env = dict(os.environ)
-    ca_bundle = settings.ca_bundle_path()
-    if ca_bundle:
-        env["SSL_CERT_FILE"] = str(ca_bundle)
     with tempfile.TemporaryDirectory() as scratch:
         wanted = write_wanted(Path(scratch), variant, index)
         resolved = Path(scratch) / "requirements.txt"
-        # Relative names: the lock's "via" notes must not carry the temporary directory.
-        result = subprocess.run(
-            [*command, "--output-file", resolved.name, wanted.name], capture_output=True, text=True, env=env, cwd=scratch
-        )
+        result = uv_compile(variant, settings, Path(scratch), ["--generate-hashes", "--output-file", resolved.name, wanted.name])
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
             raise TorchenvError(f"uv could not resolve {variant.name}: {' '.join(lines[-3:])}")
@@ -150,16 +142,30 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
     return target
 
 
-def write_wanted(scratch: Path, variant: Variant, index: str | None) -> Path:
-    """What uv resolves: the variant's pins; for a PyTorch-index variant as a project whose
-    torch, torchvision and torchaudio come from that index alone (an explicit index) and
-    everything else from PyPI, the way the build installs them."""
+def uv_compile(variant: Variant, settings: Settings, scratch: Path, arguments: list[str]) -> subprocess.CompletedProcess[str]:
+    """`uv pip compile ARGUMENTS` for VARIANT's platform and Python, in SCRATCH: the files it
+    names are relative to it, so that a lock's "via" notes carry no temporary directory."""
+    command = [uv_executable(), "pip", "compile", "--no-header", "--quiet"]
+    command += ["--python-platform", variant.python_platform, "--python-version", variant.python]
+    env = dict(os.environ)
+    ca_bundle = settings.ca_bundle_path()
+    if ca_bundle:
+        env["SSL_CERT_FILE"] = str(ca_bundle)
+    return subprocess.run([*command, *arguments], capture_output=True, text=True, env=env, cwd=scratch)
+
+
+def write_wanted(scratch: Path, variant: Variant, index: str | None, more: tuple[str, ...] = ()) -> Path:
+    """What uv resolves: the variant's pins (and MORE, a project's requirements); for a
+    PyTorch-index variant as a project whose torch, torchvision and torchaudio come from
+    that index alone (an explicit index) and everything else from PyPI, the way the build
+    installs them."""
+    requirements = [*variant.requirements, *more]
     if index is None:
         wanted = scratch / "requirements.in"
-        wanted.write_text("\n".join(variant.requirements) + "\n")
+        wanted.write_text("\n".join(requirements) + "\n")
         return wanted
     wanted = scratch / "pyproject.toml"
-    dependencies = ", ".join(f'"{requirement}"' for requirement in variant.requirements)
+    dependencies = ", ".join(json.dumps(requirement) for requirement in requirements)
     sources = "\n".join(f'{name} = {{ index = "pytorch" }}' for name in sorted(compat.PYTORCH_INDEX_PACKAGES))
     wanted.write_text(
         f'[project]\nname = "torchenv-{variant.name}"\nversion = "0"\nrequires-python = "=={variant.python}.*"\n'

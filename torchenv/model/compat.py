@@ -72,6 +72,13 @@ PYTORCH_PREFIX = "pytorch-"
 # What a "pytorch-<channel>" variant takes from the PyTorch index (the packages whose build
 # the channel names); their dependencies come from PyPI, as uv's PyTorch guide does it.
 PYTORCH_INDEX_PACKAGES = frozenset({"torch", "torchvision", "torchaudio"})
+# What a project on top of a variant most often tries to move, and must not: named first
+# when a project's lock is refused.
+CORE_PACKAGES = PYTORCH_INDEX_PACKAGES | {"numpy", "triton"}
+
+
+def is_core_package(name: str) -> bool:
+    return name in CORE_PACKAGES or name.startswith("nvidia-")
 
 
 def channel_for_build(cuda: str) -> str:

@@ -24,6 +24,9 @@ class Label:
     # The GPU code compiled into its torch, space-separated ("sm_37 sm_50 ..."), or "none".
     GPU_ARCHS = PREFIX + "gpu-archs"
     LOCK_SHA256 = PREFIX + "lock-sha256"
+    # On a project's image: the project's name and its own lock's sha256.
+    PROJECT = PREFIX + "project"
+    PROJECT_LOCK_SHA256 = PREFIX + "project-lock-sha256"
     # On base images: the Debian suite they were made from.
     BASE = PREFIX + "base"
     # On containers the tests start, so that a leftover one can be found.
@@ -41,7 +44,11 @@ BASE_STAGE = "torchenv-base"
 INSTALLER_STAGE = "torchenv-installer"
 TORCH_STAGE = "torchenv-torch"
 RUNTIME_STAGE = "torchenv-runtime"
-STAGES = (BASE_STAGE, INSTALLER_STAGE, TORCH_STAGE, RUNTIME_STAGE)
+# A user's project on top of a variant: its packages, then its code.
+PROJECT_STAGE = "torchenv-project"
+# The named build contexts the project stages read: its lock, its code.
+PROJECT_CONTEXTS = ("project-requirements", "project")
+STAGES = (BASE_STAGE, INSTALLER_STAGE, TORCH_STAGE, RUNTIME_STAGE, PROJECT_STAGE)
 # What the descriptions of torchenv's build cache records mention (a stage, the uv cache
 # mount's id, /opt/torchenv), and no one else's.
 BUILD_CACHE_MARK = "torchenv"
@@ -94,6 +101,13 @@ def tag_names(*, torch: str, name: str, python: str, commit: str | None, latest:
     release = torch.split("+", 1)[0]
     full = [f"{release}-{name}-py{python}-{commit}"] if commit else []
     return [*full, f"{release}-{name}", name, *(["latest"] if latest else [])]
+
+
+def project_tag_names(variant_name: str, project_lock_sha256: str, latest: bool) -> list[str]:
+    """The tags of a project's image (in the project's repository, torchenv-<project>), most
+    specific first: <variant>-lock-<first 12 of its lock's sha256>, <variant>, and latest
+    for the default variant."""
+    return [f"{variant_name}-lock-{project_lock_sha256[:12]}", variant_name, *(["latest"] if latest else [])]
 
 
 def platform_tag(name: str, arch: str) -> str:

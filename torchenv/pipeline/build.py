@@ -84,16 +84,26 @@ def build_request(variant: Variant, settings: Settings, base_image: str, lock: L
     return BuildRequest(
         context=PROJECT_ROOT,
         dockerfile=DOCKERFILE,
+        # The variant's image; the project stages after it are a project's build.
+        target=names.RUNTIME_STAGE,
         platform=variant.platform,
         build_args=build_args(variant, settings, base_image, lock),
-        # The requirements file (the lock, or the plain pins) travels as its own small context.
-        contexts={"requirements": requirements_context(variant, settings, lock)},
+        # The requirements file (the lock, or the plain pins) travels as its own small context;
+        # the project stages' contexts are empty here (BuildKit resolves every stage's mount
+        # sources, even of stages it does not build) and filled by a project's build.
+        contexts={"requirements": requirements_context(variant, settings, lock), **empty_project_contexts(settings)},
         secrets=secrets,
         labels=image_labels(variant, settings, lock),
         no_cache=no_cache,
         progress=settings.progress,
         network="host" if index and wheels.is_loopback(index) else None,
     )
+
+
+def empty_project_contexts(settings: Settings) -> dict[str, Path]:
+    empty = settings.work_dir / "empty-context"
+    empty.mkdir(parents=True, exist_ok=True)
+    return {name: empty for name in names.PROJECT_CONTEXTS}
 
 
 def secret_file(settings: Settings, name: str, text: str) -> Path:
