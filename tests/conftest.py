@@ -29,6 +29,7 @@ TIERS = {
     "network": ("network",),
     "offline": ("docker", "image"),
     "mirror": ("docker", "image", "network"),
+    "projects": ("docker", "image", "network"),
 }
 
 
