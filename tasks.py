@@ -147,12 +147,18 @@ def lock(c: Context, variant: str | None = None, all: bool = False, platform: st
         print(f"torchenv: {line}")
 
 
-@task(help={"variant": "variant to rebuild twice from scratch (default: the matrix's default)", "platform": PLATFORM_HELP})
+@task(
+    help={
+        "variant": "variant to rebuild twice from scratch (default: the matrix's default)",
+        "platform": PLATFORM_HELP,
+        "project": "then also this project's layers on it, twice from scratch",
+    }
+)
 @one_line_errors
-def repro(c: Context, variant: str | None = None, platform: str = "") -> None:
+def repro(c: Context, variant: str | None = None, platform: str = "", project: str = "") -> None:
     """Build the base and a variant twice from scratch; print "identical: <image id>" or what differs."""
     settings, _, (entry,) = chosen(c, variant, platform=platform)
-    report = reproduce(entry, settings)
+    report = reproduce(entry, settings, load_project(Path(project)) if project else None)
     print("\n".join(report.lines()))
     if not report.identical:
         raise TorchenvError(f"{entry.name} is not reproducible: the two builds differ (see above)")

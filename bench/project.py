@@ -24,7 +24,7 @@ from torchenv.engine import BuildRequest
 from torchenv.locking.locks import read_lock
 from torchenv.locking.project_locks import project_lock_path
 from torchenv.model.matrix import load_matrix
-from torchenv.model.project import load_project
+from torchenv.model.project import image_repository, load_project
 from torchenv.model.settings import Settings
 from torchenv.pipeline.base import ensure_base
 from torchenv.pipeline.build import build_variant, image_tag
@@ -33,6 +33,7 @@ from torchenv.pipeline.project_build import build_project, project_lock_for, pro
 EXAMPLE = PROJECT_ROOT / "examples" / "finetune"
 NAIVE_DOCKERFILE = PROJECT_ROOT / "bench" / "naive-project" / "Dockerfile"
 RESULTS = PROJECT_ROOT / "bench" / "results" / "project.json"
+BENCH_NAME = "finetune-bench"
 
 
 def main() -> None:
@@ -44,10 +45,13 @@ def main() -> None:
     matrix = load_matrix(settings.matrix)
     variant = matrix.get(options.variant)
     quiet(lambda: build_variant(variant, matrix, settings))
-    # A copy of the example, edited between trials; the example itself stays as committed.
+    # A copy of the example under a name of its own (its tags must not replace the
+    # example's), edited between trials; the example itself stays as committed.
     copy = WORK / "project-edit"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = copy / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('name = "finetune"', f'name = "{BENCH_NAME}"'))
     project = load_project(copy)
     variant_lock = read_lock(variant, settings.lock_dir)
     assert variant_lock is not None
@@ -92,6 +96,10 @@ def main() -> None:
         edit()
         figures["torchenv_build_and_checks"].append(timed(lambda: quiet(ours_checked)))
     code.write_text(original)
+    repository = image_repository(settings.image_name, project)
+    for image in engine.get().image_ids({"reference": repository}):
+        for tag in engine.get().tags_of(image, repository):
+            engine.get().remove_image(f"{repository}:{tag}")
     medians = {name: statistics.median(values) for name, values in figures.items()}
     result = {
         "variant": variant.name,
@@ -102,7 +110,7 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| rebuild after a code edit ({variant.name}, finetune, median of {options.trials}) | seconds | vs naive |")
+    print(f"| rebuild after a code edit ({variant.name}, examples/finetune, median of {options.trials}) | seconds | vs naive |")
     print("| --- | --- | --- |")
     print(f"| naive (`COPY` then `pip install`) | {medians['naive_build']:.1f} | 1.00x |")
     print(f"| torchenv project build | {medians['torchenv_build']:.1f} | {result['ratio_build']:.2f}x |")

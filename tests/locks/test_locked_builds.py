@@ -118,8 +118,12 @@ def test_ctrl_c_tags_nothing_and_the_rerun_resumes_and_is_labelled_unlocked(tmp_
 
 
 def test_repro_builds_twice_and_finds_them_identical() -> None:
+    """The base, the variant and a project's layers on it (examples/finetune), each built
+    twice from scratch."""
     invoke = Path(sys.executable).with_name("invoke")
-    result = subprocess.run([str(invoke), "repro", "--variant", VARIANT], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800)
+    command = [str(invoke), "repro", "--variant", VARIANT, "--project", "examples/finetune"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(r"^base mmdebstrap:bookworm: identical: sha256:[0-9a-f]{64}$", result.stdout, re.M), result.stdout
     assert re.search(rf"^{VARIANT}: identical: sha256:[0-9a-f]{{64}}$", result.stdout, re.M), result.stdout
+    assert re.search(rf"^{VARIANT} with project finetune: identical: sha256:[0-9a-f]{{64}}$", result.stdout, re.M), result.stdout

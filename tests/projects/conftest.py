@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from torchenv import PROJECT_ROOT
+from torchenv.model import platforms
 from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.project import Project, load_project
 from torchenv.model.settings import Settings
@@ -38,3 +39,20 @@ def example() -> Project:
 @pytest.fixture(scope="session")
 def example_image(example: Project, variant: Variant, matrix: Matrix, settings: Settings) -> str:
     return build_project(example, variant, matrix, settings)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """project_variant: each variant selected (--variants; all by default) on this host's
+    platform whose wheels come from PyPI. The PyTorch-index ones (cpu on amd64, cu118)
+    build their project the same way, but their own images need that index, which
+    tests/mirror stands in for only for a variant of its own."""
+    if "project_variant" not in metafunc.fixturenames:
+        return
+    matrix = load_matrix(Settings.load().matrix)
+    chosen = {name.strip() for name in metafunc.config.getoption("--variants").split(",") if name.strip()}
+    variants = [
+        variant
+        for variant in matrix.every_build()
+        if variant.platform == platforms.host_platform() and variant.pytorch_channel is None and (not chosen or variant.name in chosen)
+    ]
+    metafunc.parametrize("project_variant", variants, ids=[variant.build_name for variant in variants], scope="session")

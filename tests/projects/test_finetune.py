@@ -12,6 +12,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from torchenv import engine
 from torchenv.engine import RunOptions
 from torchenv.locking.locks import read_lock
@@ -28,6 +30,9 @@ from ..helpers import compose_run
 # The empty layer BuildKit writes for a step that changes nothing (WORKDIR, the venv check).
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 PINNED = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)", re.M)
+
+# The example on the default variant, the README's project path.
+pytestmark = pytest.mark.needs_variants("cu117")
 
 
 def pins_in(path: Path) -> dict[str, str]:

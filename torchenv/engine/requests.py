@@ -27,6 +27,8 @@ class BuildRequest:
     tags: tuple[str, ...] = ()
     # Runs every step again; BuildKit then also gives the steps empty cache mounts.
     no_cache: bool = False
+    # Runs these stages' steps again, the rest from the cache (`--no-cache-filter`).
+    no_cache_stages: tuple[str, ...] = ()
     progress: str = "plain"
     # The RUN steps' network: None is the engine's default (a bridge); "host" reaches this
     # machine's loopback (a mirror on 127.0.0.1).
@@ -37,6 +39,8 @@ class BuildRequest:
         command += ["--file", str(self.dockerfile)] if self.dockerfile else []
         command += ["--target", self.target] if self.target else []
         command += ["--no-cache"] if self.no_cache else []
+        for stage in self.no_cache_stages:
+            command += ["--no-cache-filter", stage]
         command += ["--network", self.network] if self.network else []
         for name, path in self.contexts.items():
             command += ["--build-context", f"{name}={path}"]

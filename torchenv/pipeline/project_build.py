@@ -119,7 +119,7 @@ def check_and_tag(image: str, project: Project, variant: Variant, matrix: Matrix
         check = docker.run(image, command, options, echo=True)
         if check.exit_code != 0:
             raise TorchenvError(
-                f"{project.name} on {variant.name} built as {image[:19]} but {what} (`{' '.join(command)}`) exited {check.exit_code} "
+                f"{project.name} on {variant.name} built as {image[:19]} but {what} ({' '.join(command)}) exited {check.exit_code} "
                 "(output above); nothing was tagged"
             )
     repository = image_repository(settings.image_name, project)

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from torchenv import engine
 from torchenv.errors import TorchenvError
 from torchenv.locking.locks import Lock
+from torchenv.model import names
 from torchenv.model.matrix import Variant
+from torchenv.model.project import Project
 from torchenv.model.records import Comparison, ReproReport
 from torchenv.model.settings import Settings
-from torchenv.pipeline.base import make_base
+from torchenv.pipeline.base import ensure_base, make_base
 from torchenv.pipeline.build import build_request, lock_for
 from torchenv.pipeline.buildlog import failure_reason
+from torchenv.pipeline.project_build import project_lock_for, project_request, variant_lock_of
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,26 @@ def build_from_scratch(variant: Variant, settings: Settings, base_image: str, lo
     return result.image_id
 
 
-def reproduce(variant: Variant, settings: Settings) -> ReproReport:
-    """Builds the base and the variant twice each, from scratch, and compares them."""
+def reproduce_project(project: Project, variant: Variant, settings: Settings) -> Comparison:
+    """Builds PROJECT's stage on VARIANT twice, its steps from scratch (the variant's from
+    the cache: `reproduce` proves those), and compares the two images."""
+    variant_lock = variant_lock_of(variant, settings)
+    lock = project_lock_for(project, variant, variant_lock, settings)
+    base_image = ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
+    request = replace(project_request(project, variant, settings, base_image, variant_lock, lock), no_cache_stages=(names.PROJECT_STAGE,))
+    built = []
+    for _ in range(2):
+        result = engine.get().build(request)
+        if result.image_id is None:
+            reason = failure_reason(list(result.tail)) or "see the output above"
+            raise TorchenvError(f"a from-scratch build of {project.name} on {variant.name} failed: {reason}")
+        built.append(result.image_id)
+    return Comparison(f"{variant.name} with project {project.name}", built[0], built[1], tuple(compare(*built)))
+
+
+def reproduce(variant: Variant, settings: Settings, project: Project | None = None) -> ReproReport:
+    """Builds the base and the variant twice each, from scratch, and compares them; with
+    PROJECT, then the project's layers on it twice as well."""
     docker = engine.get()
     docker.require()
     lock = lock_for(variant, settings)
@@ -124,6 +145,8 @@ def reproduce(variant: Variant, settings: Settings) -> ReproReport:
         release_new_cache(records_before)  # keep one from-scratch venv on disk at a time, not two
         second = build_from_scratch(variant, settings, base_image, lock)
         comparisons.append(Comparison(variant.name, first, second, tuple(compare(first, second))))
+        if project is not None:
+            comparisons.append(reproduce_project(project, variant, settings))
     finally:
         for reference in bases:
             docker.remove_image(reference)
