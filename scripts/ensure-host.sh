@@ -50,6 +50,10 @@ install_packages() {
   command -v docker-registry >/dev/null || optional+=(docker-registry)
   # `invoke push` and the bench push zstd layers through skopeo (the engine pushes gzip only).
   command -v skopeo >/dev/null || optional+=(skopeo)
+  # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
+  # (Debian 12 has 18: trixie's then).
+  node -e 'process.exit(+process.versions.node.split(".")[0] < 20)' 2>/dev/null && command -v npm >/dev/null \
+    || optional+=(nodejs)
   # The cpu variant's arm64 image is built and tested here under emulation.
   if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
     [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || optional+=(qemu-user-static)
@@ -63,7 +67,7 @@ install_packages() {
         && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
       die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python >= 3.11 with venv, then rerun."
     fi
-    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests and zstd pushes cannot run, without qemu no arm64 images on amd64"
+    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests and zstd pushes cannot run, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
     return 0
   fi
   export DEBIAN_FRONTEND=noninteractive
@@ -72,6 +76,10 @@ install_packages() {
   for package in mmdebstrap docker-registry skopeo qemu-user-static binfmt-support arch-test; do
     [[ $all == *" $package "* ]] && pkgs+=("$package")
   done
+  if [[ $all == *" nodejs "* ]]; then
+    add_trixie_source
+    pkgs+=(nodejs/trixie npm/trixie)
+  fi
   if [[ $all == *" engine "* ]]; then
     add_trixie_source
     pkgs+=(docker.io/trixie docker-buildx/trixie docker-compose/trixie)

@@ -30,6 +30,7 @@ TIERS = {
     "offline": ("docker", "image"),
     "mirror": ("docker", "image", "network"),
     "projects": ("docker", "image", "network"),
+    "devcontainer": ("docker", "image", "network"),
 }
 
 

@@ -54,6 +54,8 @@ class ImageUnderTest:
 
     variant: Variant
     reference: str | None = None
+    # The project a given image holds on top of its variant (its label), if any.
+    project: str | None = None
 
     @property
     def id(self) -> str:
@@ -70,7 +72,7 @@ def given_images(config: pytest.Config, matrix: Matrix) -> list[ImageUnderTest]:
         name = facts.labels.get(Label.VARIANT)
         if not name:
             raise pytest.UsageError(f"--image {reference}: not a torchenv image (no {Label.VARIANT} label)")
-        found.append(ImageUnderTest(matrix.get(name, facts.platform), reference))
+        found.append(ImageUnderTest(matrix.get(name, facts.platform), reference, facts.labels.get(Label.PROJECT)))
     return found
 
 
@@ -104,6 +106,8 @@ def applies(item: pytest.Item) -> bool:
     if entry is None:
         return True
     if item.get_closest_marker("cuda_only") and not entry.variant.is_cuda:
+        return False
+    if item.get_closest_marker("variant_image") and entry.project:
         return False
     return not (item.get_closest_marker("mmdebstrap_base") and not entry.variant.debian_suite)
 

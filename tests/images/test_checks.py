@@ -149,6 +149,7 @@ def test_train_fails_with_a_distinct_code(container: TrackedContainer, arguments
     assert message in result.stderr
 
 
+@pytest.mark.variant_image
 def test_layers_share_the_base_and_end_with_the_app(image: str, variant: Variant, settings: Settings) -> None:
     """Every variant starts with the base's layers; the app code is the last layer, so
     editing it rebuilds nothing beneath."""

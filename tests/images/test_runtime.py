@@ -179,6 +179,7 @@ def test_image_records_the_base_packages(container: TrackedContainer, variant: V
     assert all(len(line.split()) == 3 for line in lines)
 
 
+@pytest.mark.variant_image
 def test_tags_are_computed_from_the_image(image: str, variant: Variant, matrix, settings: Settings) -> None:
     """<torch>-<variant>-py<python>-<commit> (on a clean tree), <torch>-<variant>, <variant>,
     latest for the default variant: all on the one image."""

@@ -5,6 +5,8 @@ of their own."""
 
 from __future__ import annotations
 
+import pytest
+
 from torchenv import engine
 from torchenv.model.matrix import Variant
 
@@ -49,6 +51,7 @@ def test_dependency_test_suites_are_gone_but_torch_testing_stays(container: Trac
     assert container.python("import torch.testing; torch.testing.assert_close(1.0, 1.0); print(2 + 2)") == "4"
 
 
+@pytest.mark.variant_image
 def test_the_nvidia_libraries_are_a_layer_of_their_own(image: str, variant: Variant) -> None:
     steps = engine.get().history(image)
     installs = [size for created, size in steps if "install.sh" in created]
