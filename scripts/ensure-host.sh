@@ -52,7 +52,7 @@ install_packages() {
   command -v skopeo >/dev/null || optional+=(skopeo)
   # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
   # (Debian 12 has 18: trixie's then).
-  node -e 'process.exit(+process.versions.node.split(".")[0] < 20)' 2>/dev/null && command -v npm >/dev/null \
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null && command -v npm >/dev/null \
     || optional+=(nodejs)
   # The cpu variant's arm64 image is built and tested here under emulation.
   if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
@@ -76,19 +76,26 @@ install_packages() {
   for package in mmdebstrap docker-registry skopeo qemu-user-static binfmt-support arch-test; do
     [[ $all == *" $package "* ]] && pkgs+=("$package")
   done
-  if [[ $all == *" nodejs "* ]]; then
-    add_trixie_source
-    pkgs+=(nodejs/trixie npm/trixie)
-  fi
   if [[ $all == *" engine "* ]]; then
     add_trixie_source
     pkgs+=(docker.io/trixie docker-buildx/trixie docker-compose/trixie)
     # trixie's docker.io no longer ships the client; keep a client if one is there.
     command -v docker >/dev/null || pkgs+=(docker-cli/trixie)
   fi
-  log "installing ${pkgs[*]} (apt)"
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  if [ ${#pkgs[@]} != 0 ]; then
+    log "installing ${pkgs[*]} (apt)"
+    apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  fi
+  # Optional, and apart: a Node.js of another origin (NodeSource's, say) conflicts with
+  # Debian's npm, and that must not stop the set-up.
+  if [[ $all == *" nodejs "* ]]; then
+    add_trixie_source
+    apt-get update -qq
+    log "installing nodejs/trixie npm/trixie (apt; for the dev container test)"
+    apt-get install -y -qq --no-install-recommends nodejs/trixie npm/trixie >/dev/null \
+      || log "could not install Node.js >= 20 with npm (see apt above); the dev container test will say so"
+  fi
 }
 
 start_daemon() {
