@@ -26,7 +26,7 @@ from torchenv.locking.project_locks import project_lock_path
 from torchenv.model.matrix import load_matrix
 from torchenv.model.project import image_repository, load_project
 from torchenv.model.settings import Settings
-from torchenv.pipeline.base import ensure_base
+from torchenv.pipeline.base import debian_packages, ensure_base
 from torchenv.pipeline.build import build_variant, image_tag
 from torchenv.pipeline.project_build import build_project, project_lock_for, project_request
 
@@ -58,6 +58,7 @@ def main() -> None:
     lock = project_lock_for(project, variant, variant_lock, settings)
     (copy / "locks" / "requirements.txt").write_text(project_lock_path(project, variant).read_text())
     base = ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
+    packages = debian_packages(base, variant.platform)
     ca = settings.ca_bundle_path()
     naive = BuildRequest(
         context=copy,
@@ -74,7 +75,7 @@ def main() -> None:
         code.write_text(original + f"\n# bench edit {time.time()}\n")
 
     def ours_build() -> None:
-        result = engine.get().build(project_request(project, variant, settings, base, variant_lock, lock))
+        result = engine.get().build(project_request(project, variant, settings, base, variant_lock, lock, packages))
         assert result.image_id, "the project build failed; see bench/.work/bench.log"
 
     def ours_checked() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from torchenv import engine
 from torchenv.engine import RunOptions
+from torchenv.locking import sbom
 from torchenv.locking.locks import read_lock
 from torchenv.locking.project_locks import project_lock_path
 from torchenv.model.matrix import Matrix, Variant
@@ -72,6 +73,11 @@ def test_the_image_holds_the_variants_lock_and_the_projects_exactly(example_imag
     installed.pop("pip")
     assert installed == wanted
     assert installed["torch"] == variant.torch and installed["numpy"].startswith("1.")
+    # Its SBOM lists them all, the project's included, and names the project.
+    document = json.loads(engine.get().output_of(example_image, ["cat", sbom.IMAGE_PATH], RunOptions()))
+    assert sbom.packages_in(document, "pypi") == wanted
+    identity = {entry["name"]: entry["value"] for entry in document["metadata"]["component"]["properties"]}
+    assert identity["torchenv:project"] == "finetune"
 
 
 def test_the_pipeline_passes_its_own_tests_in_the_container_and_its_metrics_hold(

@@ -80,11 +80,11 @@ def test_only_torch_and_its_companions_come_from_the_pytorch_index(matrix, tmp_p
     [("http://127.0.0.1:8000/whl", "host"), ("http://localhost:8000/whl", "host"), ("http://[::1]:8000/whl", "host"), (MIRROR, None)],
 )
 def test_a_mirror_on_loopback_is_reached_over_the_hosts_network(matrix, tmp_path, index: str, network: str | None) -> None:
-    request = build_request(matrix.get("cu118"), Settings(pytorch_index=index, work_dir=tmp_path), "base")
+    request = build_request(matrix.get("cu118"), Settings(pytorch_index=index, work_dir=tmp_path), "base", base_packages="")
     assert request.network == network
     command = request.command(tmp_path / "iid")
     assert (command[command.index("--network") + 1] if "--network" in command else None) == network
-    assert build_request(matrix.get("cu117"), Settings(pytorch_index=index, work_dir=tmp_path), "base").network is None
+    assert build_request(matrix.get("cu117"), Settings(pytorch_index=index, work_dir=tmp_path), "base", base_packages="").network is None
 
 
 def test_unreachable_index_is_one_line(matrix) -> None:
@@ -99,7 +99,7 @@ def test_unreachable_index_is_one_line(matrix) -> None:
 def test_ca_bundle_goes_in_as_a_secret_never_a_build_arg(matrix, tmp_path) -> None:
     bundle = tmp_path / "corporate-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    request = build_request(matrix.get("cu117"), Settings(ca_bundle=str(bundle), work_dir=tmp_path), "base")
+    request = build_request(matrix.get("cu117"), Settings(ca_bundle=str(bundle), work_dir=tmp_path), "base", base_packages="")
     command = request.command(tmp_path / "iid")
     assert command[command.index("--secret") + 1] == f"id=ca-bundle,src={bundle}"
     assert not any(str(bundle) in part for part in command if part.startswith(("SOURCE", "REQ", "TORCH", "BASE")))
@@ -133,7 +133,7 @@ def test_a_second_build_of_the_same_variant_refuses(matrix, tmp_path) -> None:
 def test_a_private_mirrors_credentials_reach_neither_the_build_arguments_nor_an_error(matrix, tmp_path) -> None:
     """Build arguments are in the image's history: the credentials go in as a secret netrc."""
     settings = Settings(pytorch_index="https://alice:s3cr%40t@mirror.example.test/whl", work_dir=tmp_path)
-    request = build_request(matrix.get("cu118"), settings, "base")
+    request = build_request(matrix.get("cu118"), settings, "base", base_packages="")
     assert request.build_args["TORCH_INDEX_URL"] == "https://mirror.example.test/whl/cu118"
     assert "s3cr" not in " ".join(request.command(tmp_path / "iid"))
     netrc = request.secrets["index-netrc"]

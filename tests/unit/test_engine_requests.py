@@ -53,7 +53,9 @@ def test_every_variant_build_has_every_dockerfile_arg_and_the_identity_labels(tm
     variant_stages = DOCKERFILE.read_text().split(f"AS {names.PROJECT_STAGE}")[0]
     declared = {line.split()[1].split("=")[0] for line in variant_stages.splitlines() if line.startswith("ARG ")}
     for variant in matrix.every_build():
-        request = build_request(variant, Settings(work_dir=tmp_path, pytorch_index="https://mirror.example.test/whl"), "base")
+        request = build_request(
+            variant, Settings(work_dir=tmp_path, pytorch_index="https://mirror.example.test/whl"), "base", base_packages=""
+        )
         assert set(request.build_args) == declared and request.target == names.RUNTIME_STAGE
         assert request.labels[names.Label.VARIANT] == variant.name and request.labels[names.Label.CUDA] == variant.cuda
         assert request.labels[names.Label.LOCK_SHA256] and request.platform == variant.platform

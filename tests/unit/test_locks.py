@@ -55,7 +55,7 @@ def test_cu117_lock_has_the_cuda_11_7_wheels(matrix) -> None:
 
 def test_lock_sha256_becomes_a_label_and_its_epoch_a_build_argument(matrix, tmp_path: Path) -> None:
     lock = read_lock(matrix.get("cu117"))
-    request = build_request(matrix.get("cu117"), Settings(work_dir=tmp_path), "base", lock)
+    request = build_request(matrix.get("cu117"), Settings(work_dir=tmp_path), "base", lock, base_packages="")
     assert request.build_args["LOCKED"] == "1"
     assert request.labels[Label.LOCK_SHA256] == lock.sha256 and len(lock.sha256) == 64
     assert request.build_args["SOURCE_DATE_EPOCH"] == str(lock.source_date_epoch)

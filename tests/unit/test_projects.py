@@ -4,6 +4,7 @@ that nothing is tagged before verify and its smoke command passed (the engine fa
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from torchenv import PROJECT_ROOT, engine
 from torchenv.engine import RunResult
 from torchenv.errors import TorchenvError
-from torchenv.locking import project_locks
+from torchenv.locking import project_locks, sbom
 from torchenv.locking.locks import read_lock
 from torchenv.locking.project_locks import is_current, read_project_lock, refuse_moves, unresolvable
 from torchenv.model import names
@@ -150,11 +151,13 @@ def test_the_project_build_aims_at_the_project_stage_with_its_code_but_not_its_l
     project = load_project(EXAMPLE)
     lock = read_project_lock(project, variant)
     assert variant_lock is not None and lock is not None
-    request = project_request(project, variant, Settings(work_dir=tmp_path), "base", variant_lock, lock)
+    request = project_request(project, variant, Settings(work_dir=tmp_path), "base", variant_lock, lock, "")
     assert request.target == names.PROJECT_STAGE
     code, requirements = request.contexts["project"], request.contexts["project-requirements"]
     assert (code / "src" / "finetune" / "steps.py").exists() and not (code / "locks").exists()
     assert (requirements / "requirements.txt").read_text() == lock.path.read_text()
+    listed = sbom.packages_in(json.loads((requirements / sbom.FILE_NAME).read_text()), "pypi")
+    assert listed["peft"] == lock.packages["peft"] and listed["torch"] == "2.0.1", "the project's SBOM lists both locks"
     assert request.labels[Label.PROJECT] == "finetune"
     assert request.labels[Label.PROJECT_LOCK_SHA256] == hashlib.sha256(lock.path.read_bytes()).hexdigest()
     assert request.labels[Label.LOCK_SHA256] == variant_lock.sha256

@@ -24,7 +24,8 @@ def declared(pyproject: Path = PYPROJECT) -> dict[str, str]:
     pins = {}
     for requirement in requirements:
         name, _, version = requirement.partition("==")
-        pins[name.strip().lower()] = version.strip()
+        # "cyclonedx-python-lib[json-validation]": the extras are no part of the name.
+        pins[name.split("[")[0].strip().lower()] = version.strip()
     return pins
 
 

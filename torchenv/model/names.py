@@ -24,6 +24,8 @@ class Label:
     # The GPU code compiled into its torch, space-separated ("sm_37 sm_50 ..."), or "none".
     GPU_ARCHS = PREFIX + "gpu-archs"
     LOCK_SHA256 = PREFIX + "lock-sha256"
+    # Where in the image its CycloneDX SBOM is.
+    SBOM = PREFIX + "sbom"
     # On a project's image: the project's name and its own lock's sha256.
     PROJECT = PREFIX + "project"
     PROJECT_LOCK_SHA256 = PREFIX + "project-lock-sha256"

@@ -140,6 +140,13 @@ def make_base(
     return reference
 
 
+def debian_packages(reference: str, platform: str = platforms.AMD64) -> str:
+    """The "name version architecture" lines of every Debian package a base image holds,
+    as dpkg knows them (a base made here and an upstream one alike), sorted."""
+    query = "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' | LC_ALL=C sort"
+    return engine.get().output_of(reference, ["sh", "-c", query], RunOptions(platform=platform))
+
+
 def package_list(reference: str, platform: str = platforms.AMD64) -> str:
     """The "name version architecture" lines a base image was made from."""
     return engine.get().output_of(reference, ["cat", f"/{PACKAGE_LIST}"], RunOptions(platform=platform))

@@ -11,7 +11,7 @@ from pathlib import Path
 from torchenv import PROJECT_ROOT, display_path, engine
 from torchenv.engine import BuildRequest, RunOptions
 from torchenv.errors import TorchenvError
-from torchenv.locking import wheels
+from torchenv.locking import sbom, wheels
 from torchenv.locking.layering import LAYERS, PYTORCH_PART, split_requirements
 from torchenv.locking.locks import Lock, base_drift, base_list_path, read_lock, write_lock
 from torchenv.locking.sizes import build_needs_gb
@@ -21,7 +21,7 @@ from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
 from torchenv.model.settings import Settings
 from torchenv.pipeline import git
-from torchenv.pipeline.base import FALLBACK_EPOCH, ensure_base, package_list, source_date_epoch
+from torchenv.pipeline.base import FALLBACK_EPOCH, debian_packages, ensure_base, package_list, source_date_epoch
 from torchenv.pipeline.buildlog import failure_reason
 from torchenv.pipeline.tagging import tags_for
 
@@ -69,12 +69,17 @@ def image_labels(variant: Variant, settings: Settings, lock: Lock | None) -> dic
         Label.REVISION: git_revision(),
         **identity,
         Label.MIN_DRIVER: variant.min_driver or "",
+        # A locked build carries its SBOM (docker/Dockerfile's app step copies it there).
+        **({Label.SBOM: sbom.IMAGE_PATH} if lock else {}),
     }
 
 
-def build_request(variant: Variant, settings: Settings, base_image: str, lock: Lock | None = None, no_cache: bool = False) -> BuildRequest:
+def build_request(
+    variant: Variant, settings: Settings, base_image: str, lock: Lock | None = None, no_cache: bool = False, *, base_packages: str
+) -> BuildRequest:
     """The one description of a variant's build, for `invoke build`, `invoke repro` and the bench.
-    NO_CACHE runs every step again; BuildKit then also gives the steps empty cache mounts."""
+    BASE_PACKAGES are the base's Debian packages (debian_packages()), for the SBOM. NO_CACHE
+    runs every step again; BuildKit then also gives the steps empty cache mounts."""
     ca_bundle = settings.ca_bundle_path()
     index = wheels.index_url(variant, settings)
     # Secret mounts: the installers see them during the RUN, no layer or history keeps them.
@@ -91,7 +96,7 @@ def build_request(variant: Variant, settings: Settings, base_image: str, lock: L
         # The requirements file (the lock, or the plain pins) travels as its own small context;
         # the project stages' contexts are empty here (BuildKit resolves every stage's mount
         # sources, even of stages it does not build) and filled by a project's build.
-        contexts={"requirements": requirements_context(variant, settings, lock), **empty_project_contexts(settings)},
+        contexts={"requirements": requirements_context(variant, settings, lock, base_packages), **empty_project_contexts(settings)},
         secrets=secrets,
         labels=image_labels(variant, settings, lock),
         no_cache=no_cache,
@@ -117,7 +122,10 @@ def secret_file(settings: Settings, name: str, text: str) -> Path:
     return path
 
 
-def requirements_context(variant: Variant, settings: Settings, lock: Lock | None) -> Path:
+def requirements_context(variant: Variant, settings: Settings, lock: Lock | None, base_packages: str | None = None) -> Path:
+    """The `requirements` build context: the lock split per layer, and beside the app what
+    it knows of every variant and, for a locked build on a base whose packages are given,
+    the image's SBOM."""
     context = settings.work_dir / "requirements" / variant.build_name
     context.mkdir(parents=True, exist_ok=True)
     text = lock.path.read_text() if lock else "\n".join(variant.requirements) + "\n"
@@ -139,6 +147,14 @@ def requirements_context(variant: Variant, settings: Settings, lock: Lock | None
     # last) changes when any variant of the matrix does.
     (context / "app").mkdir(exist_ok=True)
     (context / "app" / variant_facts.FILE_NAME).write_text(variant_facts.variant_facts_json(load_matrix(settings.matrix)))
+    made = context / "app" / sbom.FILE_NAME
+    if lock and base_packages is not None:
+        index = wheels.index_url(variant, settings)
+        made.write_text(
+            sbom.image_sbom(variant, lock, base_packages, wheels.pypi_simple_url(), index and wheels.without_credentials(index))
+        )
+    else:
+        made.unlink(missing_ok=True)
     return context
 
 
@@ -213,7 +229,10 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache
             f"(torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})",
             flush=True,
         )
-        result = docker.build(build_request(variant, settings, base_image, lock, no_cache=no_cache))
+        request = build_request(
+            variant, settings, base_image, lock, no_cache=no_cache, base_packages=debian_packages(base_image, variant.platform)
+        )
+        result = docker.build(request)
         if result.image_id is None:
             reason = failure_reason(list(result.tail)) or "see BuildKit's output above"
             raise TorchenvError(f"the build of {variant.name} failed: {reason}; nothing was tagged")

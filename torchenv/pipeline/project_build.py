@@ -12,6 +12,7 @@ from pathlib import Path
 from torchenv import display_path, engine
 from torchenv.engine import BuildRequest, RunOptions
 from torchenv.errors import TorchenvError
+from torchenv.locking import sbom, wheels
 from torchenv.locking.locks import Lock, read_lock
 from torchenv.locking.project_locks import ProjectLock, is_current, lock_project, read_project_lock
 from torchenv.model import names
@@ -20,7 +21,7 @@ from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
 from torchenv.model.project import IMAGE_ROOT, NOT_CODE, Project, image_repository
 from torchenv.model.settings import Settings
-from torchenv.pipeline.base import ensure_base
+from torchenv.pipeline.base import debian_packages, ensure_base
 from torchenv.pipeline.build import build_request, build_variant, exclusive_build
 from torchenv.pipeline.buildlog import failure_reason
 
@@ -48,13 +49,15 @@ def project_lock_for(project: Project, variant: Variant, variant_lock: Lock, set
     return lock
 
 
-def project_contexts(project: Project, variant: Variant, lock: ProjectLock, settings: Settings) -> dict[str, Path]:
-    """The two small build contexts: the project's lock, and its code without its locks,
-    caches and local outputs (so those never reach the code layer or bust its cache)."""
+def project_contexts(project: Project, variant: Variant, lock: ProjectLock, settings: Settings, image_sbom: str) -> dict[str, Path]:
+    """The two small build contexts: the project's lock with the image's SBOM (the
+    variant's packages and the project's), and its code without its locks, caches and
+    local outputs (so those never reach the code layer or bust its cache)."""
     folder = settings.work_dir / "projects" / project.name
     requirements = folder / "requirements" / variant.build_name
     requirements.mkdir(parents=True, exist_ok=True)
     (requirements / "requirements.txt").write_text(lock.path.read_text())
+    (requirements / sbom.FILE_NAME).write_text(image_sbom)
     code = folder / "code"
     shutil.rmtree(code, ignore_errors=True)
     shutil.copytree(project.root, code, ignore=lambda _, entries: [entry for entry in entries if entry in NOT_CODE])
@@ -66,15 +69,21 @@ def project_labels(project: Project, lock: ProjectLock) -> dict[str, str]:
 
 
 def project_request(
-    project: Project, variant: Variant, settings: Settings, base_image: str, variant_lock: Lock, lock: ProjectLock
+    project: Project, variant: Variant, settings: Settings, base_image: str, variant_lock: Lock, lock: ProjectLock, base_packages: str
 ) -> BuildRequest:
-    """The variant's own build request (so every stage below hits the same cache), aimed at
-    the project's stage, with the project's contexts, arguments and labels added."""
-    request = build_request(variant, settings, base_image, variant_lock)
+    """The variant's own build request (so every stage below hits the same cache: its SBOM
+    too, made from BASE_PACKAGES), aimed at the project's stage, with the project's
+    contexts, arguments and labels added."""
+    request = build_request(variant, settings, base_image, variant_lock, base_packages=base_packages)
+    index = wheels.index_url(variant, settings)
+    part = sbom.ProjectPart(project.name, lock.path.read_text(), lock.sha256)
+    image_sbom = sbom.image_sbom(
+        variant, variant_lock, base_packages, wheels.pypi_simple_url(), index and wheels.without_credentials(index), part
+    )
     return dataclasses.replace(
         request,
         target=names.PROJECT_STAGE,
-        contexts={**request.contexts, **project_contexts(project, variant, lock, settings)},
+        contexts={**request.contexts, **project_contexts(project, variant, lock, settings, image_sbom)},
         build_args={**request.build_args, **project_build_args(project)},
         labels={**request.labels, Label.TITLE: f"torchenv {variant.name} with {project.name}", **project_labels(project, lock)},
     )
@@ -100,7 +109,8 @@ def build_project(project: Project, variant: Variant, matrix: Matrix, settings: 
         # The base build_variant checked (and warned about) a moment ago.
         base_image = ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
         print(f"torchenv: building {project.name} on {variant.name} ({len(lock.packages)} packages of its own)", flush=True)
-        result = docker.build(project_request(project, variant, settings, base_image, variant_lock, lock))
+        packages = debian_packages(base_image, variant.platform)
+        result = docker.build(project_request(project, variant, settings, base_image, variant_lock, lock, packages))
     if result.image_id is None:
         reason = failure_reason(list(result.tail)) or "see BuildKit's output above"
         raise TorchenvError(f"the build of {project.name} on {variant.name} failed: {reason}; nothing was tagged")

@@ -16,7 +16,7 @@ from torchenv.model.matrix import Variant
 from torchenv.model.project import Project
 from torchenv.model.records import Comparison, ReproReport
 from torchenv.model.settings import Settings
-from torchenv.pipeline.base import ensure_base, make_base
+from torchenv.pipeline.base import debian_packages, ensure_base, make_base
 from torchenv.pipeline.build import build_request, lock_for
 from torchenv.pipeline.buildlog import failure_reason
 from torchenv.pipeline.project_build import project_lock_for, project_request, variant_lock_of
@@ -97,7 +97,8 @@ def _describe(entry: Entry | None) -> str:
 
 def build_from_scratch(variant: Variant, settings: Settings, base_image: str, lock: Lock | None) -> str:
     """One --no-cache build of the variant; returns the image ID (untagged)."""
-    result = engine.get().build(build_request(variant, settings, base_image, lock, no_cache=True))
+    request = build_request(variant, settings, base_image, lock, no_cache=True, base_packages=debian_packages(base_image, variant.platform))
+    result = engine.get().build(request)
     if result.image_id is None:
         raise TorchenvError(f"a from-scratch build of {variant.name} failed: {failure_reason(list(result.tail)) or 'see the output above'}")
     return result.image_id
@@ -109,7 +110,10 @@ def reproduce_project(project: Project, variant: Variant, settings: Settings) ->
     variant_lock = variant_lock_of(variant, settings)
     lock = project_lock_for(project, variant, variant_lock, settings)
     base_image = ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
-    request = replace(project_request(project, variant, settings, base_image, variant_lock, lock), no_cache_stages=(names.PROJECT_STAGE,))
+    packages = debian_packages(base_image, variant.platform)
+    request = replace(
+        project_request(project, variant, settings, base_image, variant_lock, lock, packages), no_cache_stages=(names.PROJECT_STAGE,)
+    )
     built = []
     for _ in range(2):
         result = engine.get().build(request)
