@@ -83,6 +83,8 @@ def refuse_moves(project: Project, variant: Variant, variant_lock: Lock) -> None
             requirement = Requirement(text)
         except InvalidRequirement as error:
             raise TorchenvError(f"{display_path(project.pyproject)}: {text!r} is not a valid requirement ({error})") from None
+        if requirement.marker and not requirement.marker.evaluate(marker_environment(variant)):
+            continue  # not for this variant's Python or platform
         name = normalised(requirement.name)
         pinned = pins.get(name)
         if pinned and requirement.specifier and not requirement.specifier.contains(pinned, prereleases=True):
@@ -90,6 +92,12 @@ def refuse_moves(project: Project, variant: Variant, variant_lock: Lock) -> None
                 f"{project.name} requires {text}, but {variant.name} pins {name}=={pinned} ({display_path(variant_lock.path)}) "
                 f"and a project may not move it; relax that requirement, or choose a variant whose lock fits; nothing was built"
             )
+
+
+def marker_environment(variant: Variant) -> dict[str, str]:
+    """The PEP 508 marker values of the variant's image (the rest are the defaults)."""
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(variant.arch, variant.arch)
+    return {"python_version": variant.python, "sys_platform": "linux", "platform_system": "Linux", "platform_machine": machine}
 
 
 def lock_project(project: Project, variant: Variant, variant_lock: Lock, settings: Settings) -> ProjectLock:
@@ -131,6 +139,10 @@ def lock_project(project: Project, variant: Variant, variant_lock: Lock, setting
     return lock
 
 
+def release(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
 def unresolvable(project: Project, variant: Variant, variant_lock: Lock, settings: Settings, stderr: str) -> str:
     """Why the project cannot be locked on VARIANT, in one line: the pinned package that its
     dependencies want moved (found by resolving them without the variant's constraints but
@@ -144,7 +156,8 @@ def unresolvable(project: Project, variant: Variant, variant_lock: Lock, setting
         free = uv_compile(variant, settings, scratch, ["--annotation-style", "line", "--output-file", "free.txt", "requirements.in"])
         lines = (scratch / "free.txt").read_text().splitlines() if free.returncode == 0 else []
     found = [match for line in lines if (match := ANNOTATED_PIN.match(line.strip()))]
-    moved = [match for match in found if pins.get(normalised(match["name"]), match["version"]) != match["version"]]
+    # A local label is the index's build name (2.0.1+cpu), not another release.
+    moved = [match for match in found if release(pins.get(normalised(match["name"]), match["version"])) != release(match["version"])]
     if moved:
         # torch and its kin first: what a user must hear about when several moved.
         match = min(moved, key=lambda m: not compat.is_core_package(normalised(m["name"])))
