@@ -13,25 +13,26 @@ VERBS = ["sees", "follows", "helps", "finds", "likes", "watches", "calls", "meet
 PLACES = ["garden", "market", "river", "school", "forest", "harbour"]
 
 
-def parts(rng: random.Random) -> tuple[str, str, str, str, str]:
-    subject, thing = rng.sample(NOUNS, 2)
-    return rng.choice(ADJECTIVES), subject, rng.choice(VERBS), thing, rng.choice(PLACES)
+# The two tasks: the same words, in two orders.
+PRETRAINING = "the {adjective} {subject} {verb} the {thing} in the {place} ."
+TASK = "in the {place} the {adjective} {subject} {verb} the {thing} ."
+
+
+def sentences(count: int, seed: int, form: str) -> list[str]:
+    rng = random.Random(seed)
+    made = []
+    for _ in range(count):
+        subject, thing = rng.sample(NOUNS, 2)
+        made.append(
+            form.format(adjective=rng.choice(ADJECTIVES), subject=subject, verb=rng.choice(VERBS), thing=thing, place=rng.choice(PLACES))
+        )
+    return made
 
 
 def pretraining_sentences(count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    sentences = []
-    for _ in range(count):
-        adjective, subject, verb, thing, place = parts(rng)
-        sentences.append(f"the {adjective} {subject} {verb} the {thing} in the {place} .")
-    return sentences
+    return sentences(count, seed, PRETRAINING)
 
 
 def task_sentences(count: int, seed: int) -> list[str]:
     """The fine-tuning task: the place first."""
-    rng = random.Random(seed)
-    sentences = []
-    for _ in range(count):
-        adjective, subject, verb, thing, place = parts(rng)
-        sentences.append(f"in the {place} the {adjective} {subject} {verb} the {thing} .")
-    return sentences
+    return sentences(count, seed, TASK)
