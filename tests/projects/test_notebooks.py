@@ -5,6 +5,7 @@ it, and never written to its log); a notebook trains the demo headless with a re
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import time
@@ -82,12 +83,16 @@ def test_jupyterlab_answers_its_token_only_on_loopback_only(served: tuple[str, s
     container = engine.get().client.containers.get(name)
     published = container.attrs["NetworkSettings"]["Ports"]["8888/tcp"]
     assert published and {binding["HostIp"] for binding in published} == {"127.0.0.1"}
-    assert container.attrs["HostConfig"]["ReadonlyRootfs"] and container.attrs["Config"]["User"] != "0"
+    # Hardened like the other services, and as the invoking user (compose's TORCHENV_UID).
+    assert container.attrs["HostConfig"]["ReadonlyRootfs"] and container.attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert container.attrs["Config"]["User"].split(":")[0] == str(os.getuid())
     assert token not in container.logs().decode(), "the token reached the server's log"
 
 
 def test_without_a_token_it_refuses_to_serve_in_one_line(notebooks_image: str, tmp_path: Path) -> None:
-    refused = compose_run(tmp_path, "--service-ports", "notebook", COMPOSE_PROFILES="notebook", TORCHENV_IMAGE=notebooks_image)
+    # An empty token, whatever the caller's shell exports.
+    environment = {"COMPOSE_PROFILES": "notebook", "TORCHENV_IMAGE": notebooks_image, "TORCHENV_NOTEBOOK_TOKEN": ""}
+    refused = compose_run(tmp_path, "--service-ports", "notebook", **environment)
     assert refused.returncode == 2
     assert "notebook: error: no token: set TORCHENV_NOTEBOOK_TOKEN" in refused.stderr
 

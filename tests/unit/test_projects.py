@@ -22,6 +22,7 @@ from torchenv.model.matrix import load_matrix
 from torchenv.model.names import Label
 from torchenv.model.project import load_project
 from torchenv.model.settings import Settings
+from torchenv.pipeline import project_build
 from torchenv.pipeline.project_build import check_and_tag, project_request
 
 from .fake_engine import FakeEngine
@@ -61,7 +62,12 @@ def test_a_name_becomes_a_tag_component_and_src_is_the_default_python_path(tmp_p
         ('[project]\nname = "x"\ndependencies = ["a"]\n', "smoke must be the command"),
         ('[project]\nname = "x"\ndependencies = "numpy"\n[tool.torchenv]\nsmoke = ["true"]\n', "must list requirement strings"),
         ('[project]\nname = "x"\n[tool.torchenv]\nsmoke = ["true"]\npython-path = ["../elsewhere"]\n', "not a folder inside the project"),
-        ('[project]\nname = "x"\n[tool.torchenv]\nsmoke = ["true"]\ntests = "tests"\n', "no such folder"),
+        ('[project]\nname = "x"\n[tool.torchenv]\nsmoke = ["true"]\ntests = "tests"\n', "not a folder inside the project"),
+        ('[project]\nname = "x"\n[tool.torchenv]\nsmoke = ["true"]\ntests = 3\n', "not a folder inside the project"),
+        ('[project]\nname = "x"\n[tool.torchenv]\nsmoke = ["true"]\npython-path = "src"\n', "python-path must list"),
+        ('[project]\nname = "x"\n[tool.torchenv]\nsmoke = ["true"]\npython-path = []\n', "python-path must list"),
+        ('[project]\nname = "x_"\n[tool.torchenv]\nsmoke = ["true"]\n', "cannot name an image"),
+        ('[project]\nname = "base"\n[tool.torchenv]\nsmoke = ["true"]\n', "torchenv's own image names"),
     ],
 )
 def test_a_folder_that_is_no_project_fails_in_one_line(tmp_path: Path, pyproject: str | None, said: str) -> None:
@@ -70,6 +76,39 @@ def test_a_folder_that_is_no_project_fails_in_one_line(tmp_path: Path, pyproject
     with pytest.raises(TorchenvError, match=r"pyproject\.toml") as raised:
         load_project(tmp_path)
     assert said in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_code_layer_leaves_out_locks_and_outputs_at_the_top_only_and_keeps_links(tmp_path: Path) -> None:
+    root = project_folder(tmp_path / "p", GOOD, folders=("src/pkg/out", "locks", "out"))
+    (root / "src" / "pkg" / "out" / "kept.py").write_text("")
+    (root / "out" / "result.json").write_text("{}")
+    (root / "link").symlink_to("/etc")
+    (root / ".env").write_text("TOKEN=secret")
+    (root / "src" / "pkg" / "__pycache__").mkdir()
+    variant = load_matrix().get("cu117")
+    project = load_project(root)
+    lock = project_locks.ProjectLock(root / "locks" / "cu117.txt", "0" * 64, 0, "", "")
+    lock.path.write_text("")
+    contexts = project_build.project_contexts(project, variant, lock, Settings(work_dir=tmp_path / "work"), "{}")
+    code = contexts["project"]
+    assert (code / "src" / "pkg" / "out" / "kept.py").exists() and not (code / "out").exists() and not (code / "locks").exists()
+    assert (code / "link").is_symlink() and not (code / ".env").exists() and not (code / "src" / "pkg" / "__pycache__").exists()
+
+
+def test_a_project_holding_torchenvs_work_folder_is_refused(tmp_path: Path) -> None:
+    project = load_project(project_folder(tmp_path, GOOD))
+    lock = project_locks.ProjectLock(tmp_path / "locks.txt", "0" * 64, 0, "", "")
+    lock.path.write_text("")
+    with pytest.raises(TorchenvError, match="build secrets would reach the code layer"):
+        project_build.project_contexts(project, load_matrix().get("cu117"), lock, Settings(work_dir=tmp_path / "build"), "{}")
+
+
+def test_a_python_marker_is_judged_by_the_variants_python_not_the_hosts(tmp_path: Path) -> None:
+    variant = load_matrix().get("cu117-py39")
+    lock = read_lock(variant)
+    assert lock is not None
+    wanted = "\"numpy>=2; python_full_version >= '3.10'\""
+    refuse_moves(load_project(project_folder(tmp_path, GOOD.replace('"numpy<2"', wanted))), variant, lock)
 
 
 def test_a_missing_folder_is_named() -> None:
@@ -157,8 +196,9 @@ def test_the_project_build_aims_at_the_project_stage_with_its_code_but_not_its_l
     assert request.target == names.PROJECT_STAGE
     code, requirements = request.contexts["project"], request.contexts["project-requirements"]
     assert (code / "src" / "finetune" / "steps.py").exists() and not (code / "locks").exists()
-    assert (requirements / "requirements.txt").read_text() == lock.path.read_text()
-    listed = sbom.packages_in(json.loads((requirements / sbom.FILE_NAME).read_text()), "pypi")
+    assert (requirements / "packages" / "requirements.txt").read_text() == lock.path.read_text()
+    assert [path.name for path in (requirements / "packages").iterdir()] == ["requirements.txt"], "the packages layer's input is the lock"
+    listed = sbom.packages_in(json.loads((requirements / "sbom" / sbom.FILE_NAME).read_text()), "pypi")
     assert listed["peft"] == lock.packages["peft"] and listed["torch"] == "2.0.1", "the project's SBOM lists both locks"
     assert request.labels[Label.PROJECT] == "finetune"
     assert request.labels[Label.PROJECT_LOCK_SHA256] == hashlib.sha256(lock.path.read_bytes()).hexdigest()

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from torchenv import PROJECT_ROOT
 from torchenv.locking import sbom
 from torchenv.locking.locks import read_lock
 from torchenv.model.matrix import load_matrix
@@ -15,7 +16,7 @@ from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 from torchenv.pipeline.build import build_request
 
-BASE = Path("images/locks/base-bookworm.txt").read_text()
+BASE = (PROJECT_ROOT / "images" / "locks" / "base-bookworm.txt").read_text()
 PYPI = "https://pypi.example.test/simple"
 
 
@@ -41,13 +42,13 @@ def test_the_sbom_validates_against_the_cyclonedx_schema() -> None:
 
 def test_the_sbom_lists_exactly_the_locks_packages_and_the_bases() -> None:
     document, _ = made()
-    assert sbom.packages_in(document, "pypi") == pins(Path("images/locks/cu117.txt").read_text())
+    assert sbom.packages_in(document, "pypi") == pins((PROJECT_ROOT / "images" / "locks" / "cu117.txt").read_text())
     assert sbom.packages_in(document, "deb") == {line.split()[0]: line.split()[1] for line in BASE.splitlines() if line.strip()}
 
 
 def test_each_python_package_carries_the_locks_hashes_and_its_index() -> None:
     document, _ = made("cu117")
-    lock_text = Path("images/locks/cu117.txt").read_text()
+    lock_text = (PROJECT_ROOT / "images" / "locks" / "cu117.txt").read_text()
     torch = next(component for component in document["components"] if component["name"] == "torch")
     block = lock_text.split("\ntorch==", 1)[1].split("\n", 1)[1].split("\n    # via", 1)[0]
     assert {entry["content"] for entry in torch["hashes"]} == set(re.findall(r"sha256:([0-9a-f]{64})", block))

@@ -97,7 +97,19 @@ def refuse_moves(project: Project, variant: Variant, variant_lock: Lock) -> None
 def marker_environment(variant: Variant) -> dict[str, str]:
     """The PEP 508 marker values of the variant's image (the rest are the defaults)."""
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(variant.arch, variant.arch)
-    return {"python_version": variant.python, "sys_platform": "linux", "platform_system": "Linux", "platform_machine": machine}
+    # Every Python key: a missing one would be filled in from the host's own Python.
+    full = f"{variant.python}.0"
+    return {
+        "python_version": variant.python,
+        "python_full_version": full,
+        "implementation_name": "cpython",
+        "implementation_version": full,
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "os_name": "posix",
+        "platform_system": "Linux",
+        "platform_machine": machine,
+    }
 
 
 def lock_project(project: Project, variant: Variant, variant_lock: Lock, settings: Settings) -> ProjectLock:

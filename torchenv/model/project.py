@@ -13,12 +13,17 @@ from torchenv.errors import TorchenvError
 
 # Where the project's locks live, one per variant, inside the project (committed with it).
 LOCK_FOLDER = "locks"
-# What never goes into the code layer: the locks (already the packages layer), caches and
-# the outputs of a local run.
-NOT_CODE = frozenset({LOCK_FOLDER, "__pycache__", ".git", ".venv", "out", ".pytest_cache", ".ruff_cache"})
+# What never goes into the code layer: caches and tools' folders wherever they are; at
+# the project's top, its locks (already the packages layer), a local run's outputs and an
+# .env file (secrets).
+NOT_CODE_ANYWHERE = frozenset({"__pycache__", ".git", ".venv", ".pytest_cache", ".ruff_cache", ".mypy_cache"})
+NOT_CODE_AT_TOP = frozenset({LOCK_FOLDER, "out", ".env"})
 # Where the project's code lives in its image.
 IMAGE_ROOT = "/opt/project"
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# A component of an image repository's name: torchenv-<name>.
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+# torchenv's own repositories (torchenv-base, torchenv-repro-base, the bench's) are no project's.
+RESERVED = re.compile(r"^(?:base|repro|bench|zstd|test)(?:-|$)")
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,10 @@ def load_project(folder: Path) -> Project:
     name = re.sub(r"[._]+", "-", raw_name.lower())
     if not NAME.match(name):
         raise TorchenvError(
-            f"{shown}/pyproject.toml: project name {raw_name!r} cannot name an image; use letters, digits, '-' (40 at most)"
+            f"{shown}/pyproject.toml: project name {raw_name!r} cannot name an image; use letters, digits and inner '-' (40 at most)"
         )
+    if RESERVED.match(name):
+        raise TorchenvError(f"{shown}/pyproject.toml: project name {raw_name!r} is one of torchenv's own image names; choose another")
     dependencies = project.get("dependencies", [])
     extras = project.get("optional-dependencies", {})
     groups = [dependencies, *extras.values()] if isinstance(extras, dict) else [None]
@@ -83,12 +90,14 @@ def load_project(folder: Path) -> Project:
             'runs, e.g. smoke = ["python", "-m", "mypackage", "--help"]'
         )
     python_path = settings.get("python-path", ["src"] if (folder / "src").is_dir() else ["."])
+    if not isinstance(python_path, list) or not python_path:
+        raise TorchenvError(f'{shown}/pyproject.toml: python-path must list the folders to import from, e.g. python-path = ["src"]')
     for part in python_path:
-        if not isinstance(part, str) or part.startswith("/") or ".." in Path(part).parts or not (folder / part).is_dir():
+        if not inside(folder, part):
             raise TorchenvError(f"{shown}/pyproject.toml: python-path entry {part!r} is not a folder inside the project")
     tests = settings.get("tests")
-    if tests is not None and not (folder / tests).is_dir():
-        raise TorchenvError(f"{shown}/pyproject.toml: tests = {tests!r}, but the project has no such folder")
+    if tests is not None and not inside(folder, tests):
+        raise TorchenvError(f"{shown}/pyproject.toml: tests = {tests!r} is not a folder inside the project")
     return Project(
         root=folder.resolve(),
         name=name,
@@ -98,6 +107,11 @@ def load_project(folder: Path) -> Project:
         python_path=tuple(python_path),
         tests=tests,
     )
+
+
+def inside(folder: Path, part: object) -> bool:
+    """Whether PART names a folder inside FOLDER (relative, no way out)."""
+    return isinstance(part, str) and not part.startswith("/") and ".." not in Path(part).parts and (folder / part).is_dir()
 
 
 def image_repository(image_name: str, project: Project) -> str:

@@ -13,16 +13,16 @@ from torchenv import display_path, engine
 from torchenv.engine import BuildRequest, RunOptions
 from torchenv.errors import TorchenvError
 from torchenv.locking import sbom, wheels
-from torchenv.locking.locks import Lock, read_lock
+from torchenv.locking.locks import Lock
 from torchenv.locking.project_locks import ProjectLock, is_current, lock_project, read_project_lock
 from torchenv.model import names
 from torchenv.model.matrix import Matrix, Variant
 from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
-from torchenv.model.project import IMAGE_ROOT, NOT_CODE, Project, image_repository
+from torchenv.model.project import IMAGE_ROOT, NOT_CODE_ANYWHERE, NOT_CODE_AT_TOP, Project, image_repository
 from torchenv.model.settings import Settings
 from torchenv.pipeline.base import debian_packages, ensure_base
-from torchenv.pipeline.build import build_request, build_variant, exclusive_build
+from torchenv.pipeline.build import build_request, build_variant, exclusive_build, lock_for
 from torchenv.pipeline.buildlog import failure_reason
 
 # The project's own tests, run inside its image: no cache files on a read-only root.
@@ -30,9 +30,10 @@ PYTEST = ("python", "-m", "pytest", "-p", "no:cacheprovider", "-q")
 
 
 def variant_lock_of(variant: Variant, settings: Settings) -> Lock:
-    lock = read_lock(variant, settings.lock_dir)
-    if lock is None:
-        raise TorchenvError(f"a project builds on a locked variant, and {variant.name} has none; run: invoke lock --variant {variant.name}")
+    """The variant's lock, made first if it has none (as `invoke build` does); a project
+    builds only on a locked variant."""
+    lock = lock_for(variant, dataclasses.replace(settings, allow_unlocked=False))
+    assert lock is not None
     return lock
 
 
@@ -55,13 +56,25 @@ def project_contexts(project: Project, variant: Variant, lock: ProjectLock, sett
     local outputs (so those never reach the code layer or bust its cache)."""
     folder = settings.work_dir / "projects" / project.name
     requirements = folder / "requirements" / variant.build_name
-    requirements.mkdir(parents=True, exist_ok=True)
-    (requirements / "requirements.txt").write_text(lock.path.read_text())
-    (requirements / sbom.FILE_NAME).write_text(image_sbom)
+    # Apart, so that the packages layer's input is the lock alone.
+    for part, name, text in (("packages", "requirements.txt", lock.path.read_text()), ("sbom", sbom.FILE_NAME, image_sbom)):
+        (requirements / part).mkdir(parents=True, exist_ok=True)
+        (requirements / part / name).write_text(text)
     code = folder / "code"
+    if settings.work_dir.resolve().is_relative_to(project.root):
+        raise TorchenvError(
+            f"torchenv's work folder {display_path(settings.work_dir)} lies inside the project {display_path(project.root)}, "
+            "and its build secrets would reach the code layer; move the project out, or point TORCHENV_WORK_DIR elsewhere"
+        )
     shutil.rmtree(code, ignore_errors=True)
-    shutil.copytree(project.root, code, ignore=lambda _, entries: [entry for entry in entries if entry in NOT_CODE])
+    # Left out at the project's top only; links are copied as links, not as what they name.
+    top = str(project.root)
+    shutil.copytree(project.root, code, symlinks=True, ignore=lambda folder, entries: [e for e in entries if left_out(folder == top, e)])
     return dict(zip(names.PROJECT_CONTEXTS, (requirements, code), strict=True))
+
+
+def left_out(at_top: bool, name: str) -> bool:
+    return name in NOT_CODE_ANYWHERE or (at_top and name in NOT_CODE_AT_TOP)
 
 
 def project_labels(project: Project, lock: ProjectLock) -> dict[str, str]:
