@@ -42,8 +42,18 @@ def test_the_sbom_validates_against_the_cyclonedx_schema() -> None:
 
 def test_the_sbom_lists_exactly_the_locks_packages_and_the_bases() -> None:
     document, _ = made()
-    assert sbom.packages_in(document, "pypi") == pins((PROJECT_ROOT / "images" / "locks" / "cu117.txt").read_text())
+    # And pip, which python -m venv seeds from Debian's python3-pip-whl (cu117's lock has its own setuptools).
+    assert sbom.packages_in(document, "pypi") == pins((PROJECT_ROOT / "images" / "locks" / "cu117.txt").read_text()) | {"pip": "23.0.1"}
     assert sbom.packages_in(document, "deb") == {line.split()[0]: line.split()[1] for line in BASE.splitlines() if line.strip()}
+
+
+def test_what_the_venv_seeds_is_listed_where_no_lock_replaces_it() -> None:
+    """cu121's lock has no setuptools: the venv keeps the one Debian's wheel package seeded."""
+    document, _ = made("cu121")
+    listed = sbom.packages_in(document, "pypi")
+    assert listed["setuptools"] == "66.1.1" and listed["pip"] == "23.0.1"
+    seeded = next(component for component in document["components"] if component["name"] == "setuptools")
+    assert seeded["properties"] == [{"name": "torchenv:seeded-from", "value": "deb python3-setuptools-whl 66.1.1-1+deb12u2"}]
 
 
 def test_each_python_package_carries_the_locks_hashes_and_its_index() -> None:

@@ -68,6 +68,36 @@ def locked_components(lock_text: str, pypi_index: str, pytorch_index: str | None
     return components
 
 
+# What `python3 -m venv` seeds the venv with, from Debian's wheel packages: in the image
+# unless the lock installs its own version over it.
+# Debian 11's bundle (python-pip-whl) also seeds a "pkg-resources 0.0.0" distribution.
+VENV_SEEDS = (
+    ("pip", ("python3-pip-whl", "python-pip-whl"), None),
+    ("setuptools", ("python3-setuptools-whl",), None),
+    ("pkg-resources", ("python-pip-whl",), "0.0.0"),
+)
+_UPSTREAM = re.compile(r"^(?:\d+:)?([^-+~]+)")
+
+
+def seeded_components(package_lines: str, locked: set[str]) -> list[Component]:
+    """The venv's seeded packages that no lock replaces, at the version of the Debian wheel
+    package they come from (python3-pip-whl 23.0.1+dfsg-1 seeds pip 23.0.1)."""
+    debian = {line.split()[0]: line.split()[1] for line in package_lines.splitlines() if line.strip()}
+    components = []
+    for name, sources, fixed in VENV_SEEDS:
+        source = next((package for package in sources if package in debian), None)
+        upstream = _UPSTREAM.match(debian[source]) if source else None
+        if name in locked or upstream is None:
+            continue
+        version = fixed or upstream[1]
+        purl = PackageURL(type="pypi", name=name, version=version)
+        properties = [Property(name=PROPERTY_PREFIX + "seeded-from", value=f"deb {source} {debian[source]}")]
+        components.append(
+            Component(type=ComponentType.LIBRARY, name=name, version=version, purl=purl, bom_ref=purl.to_string(), properties=properties)
+        )
+    return components
+
+
 def debian_components(package_lines: str, distribution: str) -> list[Component]:
     """One component per "name version architecture" line of a base's package list."""
     components = []
@@ -110,6 +140,7 @@ def image_sbom(
     components = [*locked_components(lock.path.read_text(), pypi_index, pytorch_index), *debian_components(base_packages, distribution)]
     if project:
         components += locked_components(project.lock_text, pypi_index, None)
+    components += seeded_components(base_packages, {component.name for component in components if component.purl.type == "pypi"})
     seed = f"torchenv:{variant.build_name}:{lock.sha256}:{base_packages}" + (f":{project.name}:{project.lock_sha256}" if project else "")
     bom = Bom(
         serial_number=uuid.uuid5(uuid.NAMESPACE_URL, seed),
