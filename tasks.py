@@ -23,11 +23,14 @@ from torchenv import PROJECT_ROOT
 from torchenv.commands import host_tools, listing, performance, progress, testrun
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Matrix, Variant, load_matrix
+from torchenv.model.platforms import host_platform
 from torchenv.model.project import load_project
 from torchenv.model.settings import Settings
+from torchenv.model.trust import trust_from
 from torchenv.pipeline import compose, publish, run
 from torchenv.pipeline.build import build_variant, image_tag
 from torchenv.pipeline.clean import clean as clean_torchenv
+from torchenv.pipeline.image_trust import Untrusted
 from torchenv.pipeline.lock import lock_targets, lock_variants
 from torchenv.pipeline.project_build import build_project, project_tests
 from torchenv.pipeline.repro import reproduce
@@ -193,7 +196,38 @@ def pull(c: Context, variant: str | None = None, registry_: str = "", platform: 
     """Pull a variant's pushed image (for this host's platform) by digest, check it against the matrix and lock, tag it."""
     settings, matrix, (entry,) = chosen(c, variant, platform=platform)
     reference = publish.pull(entry, matrix, settings, registry_ or None)
-    print(f"torchenv: pulled {reference}; it matches the matrix and lock and is tagged {image_tag(entry, settings)}")
+    trust = settings.trust()
+    checked = f"its signature, provenance and SBOM verify against {trust.describe()}, " if trust else ""
+    print(f"torchenv: pulled {reference}; {checked}it matches the matrix and lock and is tagged {image_tag(entry, settings)}")
+
+
+@task(
+    name="verify-image",
+    positional=["reference"],
+    help={
+        "reference": "the image to check: REPOSITORY:TAG or REPOSITORY@sha256:DIGEST",
+        "key": "the signer's public key (default: TORCHENV_VERIFY_KEY)",
+        "identity": "a keyless signer's certificate identity (default: TORCHENV_VERIFY_IDENTITY)",
+        "issuer": "a keyless signer's OIDC issuer (default: TORCHENV_VERIFY_ISSUER)",
+        "variant": "the variant its provenance must name",
+        "platform": "of an index, the platform's image to check (default: this host's)",
+    },
+)
+@one_line_errors
+def verify_image(
+    c: Context, reference: str, key: str = "", identity: str = "", issuer: str = "", variant: str = "", platform: str = ""
+) -> None:
+    """Check a pushed image's signature, provenance and SBOM with cosign; print what its provenance says."""
+    settings = settings_of(c)
+    trust = trust_from(key, identity, issuer) if key or identity or issuer else settings.trust()
+    if trust is None:
+        raise TorchenvError("say whom to trust: --key cosign.pub (or TORCHENV_VERIFY_KEY), or a keyless signer's --identity and --issuer")
+    try:
+        verified = publish.verify_reference(reference, matrix_of(settings), settings, trust, platform or host_platform(), variant)
+    except Untrusted as refusal:
+        raise TorchenvError(f"refusing {reference}: {refusal}") from None
+    print(f"torchenv: {verified.reference} is signed by {trust.describe()}; its provenance says:")
+    print("\n".join(f"  {line}" for line in verified.lines()))
 
 
 def run_in_image(c: Context, variant: str | None, platform: str, command: list[str], interactive: bool = False) -> None:
@@ -305,5 +339,7 @@ def clean(c: Context) -> None:
     print(f"torchenv: removed {images} images and {records} build cache records")
 
 
-namespace = Collection(list_, matrix, lock, lock_tools, build, repro, push, pull, verify, train, shell, test, demo, bench, report, clean)
+namespace = Collection(
+    list_, matrix, lock, lock_tools, build, repro, push, pull, verify_image, verify, train, shell, test, demo, bench, report, clean
+)
 namespace.configure({"torchenv": {}})

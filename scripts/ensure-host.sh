@@ -50,6 +50,8 @@ install_packages() {
   command -v docker-registry >/dev/null || optional+=(docker-registry)
   # `invoke push` and the bench push zstd layers through skopeo (the engine pushes gzip only).
   command -v skopeo >/dev/null || optional+=(skopeo)
+  # `invoke push` signs and attests, `invoke pull` checks, with cosign (Debian 13 packages it).
+  command -v cosign >/dev/null || optional+=(cosign)
   # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
   # (Debian 12 has 18: trixie's then).
   node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null && command -v npm >/dev/null \
@@ -67,7 +69,7 @@ install_packages() {
         && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
       die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python >= 3.11 with venv, then rerun."
     fi
-    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests and zstd pushes cannot run, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
+    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests and zstd pushes cannot run, without cosign no signed pushes or checked pulls, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
     return 0
   fi
   export DEBIAN_FRONTEND=noninteractive
@@ -76,8 +78,11 @@ install_packages() {
   for package in mmdebstrap docker-registry skopeo qemu-user-static binfmt-support arch-test; do
     [[ $all == *" $package "* ]] && pkgs+=("$package")
   done
-  if [[ $all == *" engine "* ]]; then
+  if [[ $all == *" engine "* || $all == *" cosign "* ]]; then
     add_trixie_source
+  fi
+  [[ $all == *" cosign "* ]] && pkgs+=(cosign/trixie)
+  if [[ $all == *" engine "* ]]; then
     pkgs+=(docker.io/trixie docker-buildx/trixie docker-compose/trixie)
     # trixie's docker.io no longer ships the client; keep a client if one is there.
     command -v docker >/dev/null || pkgs+=(docker-cli/trixie)

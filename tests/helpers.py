@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,3 +18,9 @@ def compose_run(project: Path, *command: str, **env: str) -> subprocess.Complete
 def compose_command(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`docker compose ARGS` for the project in PROJECT."""
     return compose.compose(project, *args, **env)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,46 +23,11 @@ from torchenv.pipeline.tagging import published_tags
 from torchenv.pipeline.testrecords import passed_record
 
 from .. import skips
-from ..helpers import compose_run
+from ..helpers import compose_run, free_port
 
 VARIANT = "cu117"
 
 pytestmark = pytest.mark.needs_variants("cu117")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is not installed; ./invokew installs it")
-    root = tmp_path_factory.mktemp("registry")
-    address = f"127.0.0.1:{free_port()}"
-    config = root / "config.yml"
-    config.write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: {address}\n"
-    )
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            try:
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"the registry on {address} did not start")
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)  # pushed layers: gigabytes
 
 
 @pytest.fixture

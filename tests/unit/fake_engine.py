@@ -172,6 +172,9 @@ class FakeEngine:
             self.tags[tag] = image_id
         return BuildResult(0, image_id, self.build_tail)
 
+    def builder_versions(self) -> tuple[str, str]:
+        return "v0.0.0-fake", "fake-engine"
+
     def imagetools_create(self, target: str, sources: Sequence[str]) -> None:
         self.calls.append(("imagetools_create", (target, tuple(sources))))
         self.registry[target] = image_id_for("index/" + ",".join(sources))

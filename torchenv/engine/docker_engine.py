@@ -259,6 +259,13 @@ class DockerEngine:
             image_id = iidfile.read_text().strip() if process.returncode == 0 and iidfile.exists() else None
         return BuildResult(process.returncode, image_id, tuple(tail))
 
+    def builder_versions(self) -> tuple[str, str]:
+        """(BuildKit's version as the builder reports it, the engine's version), for provenance."""
+        self._require_cli()
+        inspected = self._cli("buildx", "inspect").stdout
+        buildkit = next((line.split(":", 1)[1].strip() for line in inspected.splitlines() if line.startswith("BuildKit version:")), "")
+        return buildkit or "unknown", str(self.info().get("ServerVersion", "unknown"))
+
     def imagetools_create(self, target: str, sources: Sequence[str]) -> None:
         result = self._cli("buildx", "imagetools", "create", "--tag", target, *sources)
         if result.returncode != 0:

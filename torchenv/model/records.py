@@ -15,6 +15,8 @@ class PlatformPush:
     digest: str
     image_id: str
     lock_sha256: str
+    # The image's revision label: the commit its provenance must name.
+    revision: str = ""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class PushRecord:
     tags: tuple[str, ...]
     compression: str
     platforms: dict[str, PlatformPush]
+    # Whether the push signed it and attached its provenance and SBOM.
+    signed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -46,9 +50,10 @@ class PushRecord:
             tags=tuple(data.get("tags", ())),
             compression=data.get("compression", "gzip"),
             platforms={
-                platform: PlatformPush(entry["digest"], entry.get("image_id", ""), entry.get("lock_sha256", ""))
+                platform: PlatformPush(entry["digest"], entry.get("image_id", ""), entry.get("lock_sha256", ""), entry.get("revision", ""))
                 for platform, entry in platforms.items()
             },
+            signed=bool(data.get("signed", False)),
         )
 
 

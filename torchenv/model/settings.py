@@ -12,6 +12,7 @@ from typing import Any
 
 from torchenv import PROJECT_ROOT
 from torchenv.errors import TorchenvError
+from torchenv.model.trust import Signer, Trust, signer_from, trust_from
 
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
 # The PyTorch wheel index, as PyTorch's own install instructions give it.
@@ -61,6 +62,19 @@ class Settings:
     # zstd level of `invoke push` (1-22): 19, zstd's best compression, gives the smallest
     # pull; a lower level pushes faster and pulls a little more.
     zstd_level: int = 19
+    # The cosign private key `invoke push` signs with: a file path or a KMS URI; its password
+    # in COSIGN_PASSWORD, never here (docs/supply-chain.md). Unset with sign_keyless unset:
+    # pushes go out unsigned, with a warning.
+    sign_key: str = ""
+    # Sign keylessly instead, with the CI job's OIDC identity (the GitHub workflow does).
+    sign_keyless: bool = False
+    # The public key `invoke pull`, `build --pull-first` and `verify-image` check signatures
+    # and provenance against. Unset, with no verify_identity: pulls check labels only.
+    verify_key: str = ""
+    # Or a keyless signer's certificate identity (a workflow's URI) ...
+    verify_identity: str = ""
+    # ... and its OIDC issuer (GitHub's: https://token.actions.githubusercontent.com).
+    verify_issuer: str = ""
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -98,7 +112,15 @@ class Settings:
             raise TorchenvError(f'setting shm_size must be a size like "8g" or "512m", got {settings.shm_size!r}')
         if not 1 <= settings.zstd_level <= 22:
             raise TorchenvError(f"setting zstd_level must be between 1 and 22 (zstd's levels), got {settings.zstd_level}")
+        signer_from(settings.sign_key, settings.sign_keyless)
+        trust_from(settings.verify_key, settings.verify_identity, settings.verify_issuer)
         return settings
+
+    def signer(self) -> Signer | None:
+        return signer_from(self.sign_key, self.sign_keyless)
+
+    def trust(self) -> Trust | None:
+        return trust_from(self.verify_key, self.verify_identity, self.verify_issuer)
 
     @property
     def pytorch_index_is_default(self) -> bool:

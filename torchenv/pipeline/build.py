@@ -20,7 +20,7 @@ from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
 from torchenv.model.settings import Settings
-from torchenv.pipeline import git
+from torchenv.pipeline import build_records, git
 from torchenv.pipeline.base import FALLBACK_EPOCH, debian_packages, ensure_base, package_list, source_date_epoch
 from torchenv.pipeline.buildlog import failure_reason
 from torchenv.pipeline.tagging import tags_for
@@ -229,13 +229,16 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache
             f"(torch {variant.torch}, CUDA {variant.cuda}, Python {variant.python})",
             flush=True,
         )
-        request = build_request(
-            variant, settings, base_image, lock, no_cache=no_cache, base_packages=debian_packages(base_image, variant.platform)
-        )
+        base_packages = debian_packages(base_image, variant.platform)
+        request = build_request(variant, settings, base_image, lock, no_cache=no_cache, base_packages=base_packages)
+        started = build_records.now()
         result = docker.build(request)
         if result.image_id is None:
             reason = failure_reason(list(result.tail)) or "see BuildKit's output above"
             raise TorchenvError(f"the build of {variant.name} failed: {reason}; nothing was tagged")
+        # What the provenance of a push will say this image was made from.
+        facts = build_records.facts_of_build(variant, request, lock, base_image, base_packages, started)
+        build_records.write_record(result.image_id, facts, settings)
         return verify_and_tag(result.image_id, variant, matrix, settings)
 
 

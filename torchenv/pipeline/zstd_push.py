@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from torchenv import engine
@@ -61,8 +62,11 @@ def require_reachable(registry: str, alias: str) -> None:
         ) from None
 
 
-def push(image_id: str, aliases: list[str], registry: str, work_dir: Path, level: int) -> str:
-    """Pushes IMAGE_ID under every alias with zstd layers of LEVEL; returns the manifest digest."""
+def push(
+    image_id: str, aliases: list[str], registry: str, work_dir: Path, level: int, after_first: Callable[[str], None] | None = None
+) -> str:
+    """Pushes IMAGE_ID under every alias with zstd layers of LEVEL; returns the manifest
+    digest. AFTER_FIRST runs with the digest once the first alias is pushed, before the others."""
     binary = skopeo()
     require_reachable(registry, aliases[0])
     tls = ["--dest-tls-verify=false"] if is_local(registry) else []
@@ -75,6 +79,9 @@ def push(image_id: str, aliases: list[str], registry: str, work_dir: Path, level
         command += ["--dest-compress-level", str(level), "--digestfile", str(digest_file), f"docker-archive:{archive}", f"docker://{first}"]
         _run(command, first, registry)
         archive.unlink()
+        digest = digest_file.read_text().strip()
+        if after_first:
+            after_first(digest)
         # The other tags point at the same manifest: a copy inside the registry, no blob moves.
         source_tls = ["--src-tls-verify=false"] if tls else []
         for alias in aliases[1:]:
@@ -83,7 +90,7 @@ def push(image_id: str, aliases: list[str], registry: str, work_dir: Path, level
                 alias,
                 registry,
             )
-        return digest_file.read_text().strip()
+        return digest
 
 
 def _run(command: list[str], alias: str, registry: str) -> None:
