@@ -7,9 +7,10 @@ from __future__ import annotations
 import io
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
+from pathlib import Path
 from typing import IO
 
 from torchenv import engine
@@ -60,13 +61,27 @@ def scan_saved_image(image: str, needles: list[bytes]) -> ScanResult:
 
 def scan_archive(stream: IO[bytes], needles: list[bytes]) -> ScanResult:
     """Scans an image archive (a tar of blobs, some of them layer tars)."""
+    return scan_files(_files(stream), needles)
+
+
+def scan_files(files: Iterable[tuple[str, bytes]], needles: list[bytes]) -> ScanResult:
+    """Scans (where, content) pairs: a saved image's files, a registry's blobs, a log."""
     result = ScanResult()
-    for where, data in _files(stream):
+    for where, data in files:
         result.needles += [(where, needle) for needle in needles if needle in data]
         for literals, pattern in CREDENTIAL_PATTERNS:
             if any(literal in data for literal in literals):
                 result.credentials += [(where, match.group()[:120]) for match in pattern.finditer(data)]
     return result
+
+
+def registry_files(data: Path, largest: int = 64 << 20) -> Iterator[tuple[str, bytes]]:
+    """Every blob and link a registry keeps under DATA up to LARGEST bytes: the signatures,
+    attestations and manifests beside the pushed images (their compressed layers, gigabytes,
+    are the image the image tests scanned)."""
+    for path in sorted(data.rglob("*")):
+        if path.is_file() and path.stat().st_size <= largest:
+            yield str(path.relative_to(data)), path.read_bytes()
 
 
 def _files(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:

@@ -4,10 +4,14 @@ failures in one line with no half state left behind."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
+import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +28,8 @@ from torchenv.pipeline.testrecords import passed_record
 
 from .. import skips
 from ..helpers import compose_run, free_port
+from ..secret_scan import registry_files, scan_files
+from .conftest import Keys, LocalRegistry
 
 VARIANT = "cu117"
 
@@ -106,13 +112,55 @@ def test_pull_refuses_an_image_built_from_another_lock(settings: Settings, teste
     assert publish.pull_first(variant, matrix, changed) is None
 
 
-def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_image: str, local_registry: str, tmp_path: Path) -> None:
+def cosign_statement(reference: str, public_key: Path, kind: str) -> dict[str, Any]:
+    """The one attestation of KIND on REFERENCE, as cosign itself verifies it with PUBLIC_KEY."""
+    verified = subprocess.run(
+        [
+            "cosign",
+            "verify-attestation",
+            "--key",
+            str(public_key),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--type",
+            kind,
+            reference,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == 0, verified.stderr
+    (statement,) = [json.loads(base64.b64decode(json.loads(line)["payload"])) for line in verified.stdout.splitlines()]
+    return statement
+
+
+def test_round_trip_push_sign_delete_pull_verify_train(
+    settings: Settings, tested_image: str, registry_server: LocalRegistry, keys: Keys, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    local_registry = registry_server.address
     matrix = load_matrix()
     variant = matrix.get(VARIANT)
     # zstd at level 3: the same push, pull and layers as at the default 19 (a unit test
-    # checks what the push asks skopeo for), minutes faster on a 2-core machine.
-    settings = dataclasses.replace(settings, zstd_level=3)
+    # checks what the push asks skopeo for), minutes faster on a 2-core machine. Signed
+    # with the run's key pair, and pulled back by a pull that checks against its public key.
+    settings = dataclasses.replace(settings, zstd_level=3, sign_key=str(keys.ours.private), verify_key=str(keys.ours.public))
     record = publish.push(VARIANT, matrix, settings, local_registry)
+    assert record.signed
+    # cosign itself: the signature, and a provenance naming this lock and this commit (read
+    # from the files and from git here, not from torchenv).
+    signed = f"{local_registry}/{settings.image_name}@{record.digest}"
+    check = subprocess.run(
+        ["cosign", "verify", "--key", str(keys.ours.public), "--insecure-ignore-tlog=true", "--allow-http-registry", signed],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+    claimed = cosign_statement(signed, keys.ours.public, "slsaprovenance1")["predicate"]["buildDefinition"]
+    assert claimed["externalParameters"]["lock"]["sha256"] == hashlib.sha256((LOCK_DIR / f"{VARIANT}.txt").read_bytes()).hexdigest()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert claimed["externalParameters"]["source"]["digest"]["gitCommit"] == commit
+    assert claimed["internalParameters"]["buildArgs"]["VARIANT"] == VARIANT
+    attested_sbom = cosign_statement(signed, keys.ours.public, "cyclonedx")["predicate"]
     assert record.digest.startswith("sha256:") and record.platforms[variant.platform].image_id == tested_image
     assert VARIANT in record.tags and "latest" in record.tags
     # zstd by default, under every tag (the same manifest), and no alias left locally.
@@ -131,6 +179,9 @@ def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_ima
     reference = publish.pull(variant, matrix, settings)
     assert reference == f"{local_registry}/{settings.image_name}@{record.digest}"
     assert content(image_tag(variant, settings)) == tested_content
+    # The SBOM that travelled beside the image is the one inside it.
+    inside = engine.get().output_of(image_tag(variant, settings), ["cat", "/opt/torchenv/sbom.cdx.json"])
+    assert json.loads(inside) == attested_sbom
 
     # compose runs the pulled image by its registry reference.
     run = compose_run(tmp_path, "train", TORCHENV_IMAGE=reference)
@@ -139,6 +190,14 @@ def test_round_trip_push_delete_pull_verify_train(settings: Settings, tested_ima
 
     # A prebuilt image with the current lock is used instead of a build.
     assert publish.pull_first(variant, matrix, settings) == reference
+
+    # Neither the key nor its password reached the output, the records or the registry
+    # (whose signatures, attestations and manifests are scanned; tests/secret_scan.py).
+    output = capfd.readouterr()
+    needles = [keys.password.encode(), keys.ours.private_body()]
+    written = [("output", (output.out + output.err).encode()), ("digests", settings.digests_file.read_bytes())]
+    found = scan_files([*written, *registry_files(registry_server.data)], needles)
+    assert not found.needles and not found.unexpected_credentials(), found
 
 
 MULTI_PLATFORM = "cpu"
@@ -163,16 +222,35 @@ def listed_platforms(reference: str) -> list[str]:
 @pytest.mark.needs_variants("cu117", "cpu")
 @pytest.mark.needs_platforms(platforms.ARM64)
 def test_multi_platform_variant_is_pushed_as_one_index(
-    settings: Settings, tested_arm64_image: str, local_registry: str, capsys: pytest.CaptureFixture[str]
+    settings: Settings, tested_arm64_image: str, local_registry: str, keys: Keys, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """cpu's arm64 image (the one built here; its amd64 half needs the PyTorch index) goes
-    out as an index under the variant's tags; a platform-specific pull gets it, and
-    `invoke pull` of the host's platform says in one line that the index lacks it."""
+    out as an index under the variant's tags, the index and the image each signed, the image
+    with its attestations; a platform-specific pull gets it, and `invoke pull` of the host's
+    platform says in one line that the index lacks it."""
     matrix = load_matrix()
     arm64 = matrix.get(MULTI_PLATFORM, platforms.ARM64)
+    settings = dataclasses.replace(settings, sign_key=str(keys.ours.private), verify_key=str(keys.ours.public))
     record = publish.push(MULTI_PLATFORM, matrix, settings, local_registry)
     assert "is not built here for linux/amd64" in capsys.readouterr().out
     repository = record.repository
+    for digest in (record.digest, record.platforms[platforms.ARM64].digest):
+        check = subprocess.run(
+            [
+                "cosign",
+                "verify",
+                "--key",
+                str(keys.ours.public),
+                "--insecure-ignore-tlog=true",
+                "--allow-http-registry",
+                f"{repository}@{digest}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stderr
+    claimed = cosign_statement(f"{repository}@{record.platforms[platforms.ARM64].digest}", keys.ours.public, "slsaprovenance1")
+    assert claimed["predicate"]["buildDefinition"]["externalParameters"]["platform"] == platforms.ARM64
     assert set(record.platforms) == {platforms.ARM64} and record.platforms[platforms.ARM64].image_id == tested_arm64_image
     # The same tag scheme as a one-platform push, without the platform: names.tag_names.
     assert list(record.tags) == published_tags(tested_arm64_image, matrix.get(MULTI_PLATFORM), matrix)

@@ -31,6 +31,7 @@ from torchenv.model.settings import Settings
 from torchenv.model.trust import Signer
 from torchenv.pipeline import attest, git, publish
 
+from ..secret_scan import registry_files, scan_files
 from .conftest import Keys, LocalRegistry
 
 VARIANT = "cu117"
@@ -239,3 +240,12 @@ def test_signing_fails_in_one_line_before_anything_is_pushed(look_alike: str, re
     with pytest.raises(TorchenvError, match=r"signing key .*missing.key \(TORCHENV_SIGN_KEY\) does not exist; make a key pair"):
         publish.signing_step(f"{registry_server.address}/torchenv-signing-missing", look_alike, settings)
     assert not (registry_server.data / "docker/registry/v2/repositories/torchenv-signing-missing").exists()
+
+
+def test_no_key_or_password_reached_the_registry(registry_server: LocalRegistry, keys: Keys) -> None:
+    """After every push above: the registry's signatures, attestations and manifests hold
+    neither password nor private key (tests/secret_scan.py)."""
+    files = list(registry_files(registry_server.data))
+    assert any(where.endswith("/data") for where, _ in files), "the scan must see the blobs"
+    found = scan_files(files, [keys.password.encode(), keys.ours.private_body(), keys.theirs.private_body()])
+    assert not found.needles and not found.unexpected_credentials(), found

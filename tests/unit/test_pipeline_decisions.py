@@ -5,6 +5,7 @@ pulled image whose labels do not match is refused and removed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.names import Label
 from torchenv.model.records import PushRecord, TestRecord
 from torchenv.model.settings import Settings
-from torchenv.pipeline import build, publish, testrecords
+from torchenv.pipeline import build, build_records, cosign, publish, testrecords
 
 from .fake_engine import FakeEngine
 
@@ -204,3 +205,31 @@ def test_the_test_tiers_build_the_hosts_platform_unless_asked_for_every_one() ->
     _, every = testrun.tiers(variant="cpu", every_platform=True)
     assert every.arguments[-4:] == ("--variants", "cpu", "--platforms", "all")
     assert testrun.tiers(unit_only=True, every_platform=True) == [unit]
+
+
+def test_the_build_records_what_the_provenance_will_say(fake: FakeEngine, matrix: Matrix, settings: Settings) -> None:
+    variant = matrix.get("cu117")
+    answers_versions(fake, variant.torch)
+    build.build_variant(variant, matrix, settings)
+    image_id = fake.tags["torchenv:cu117"]
+    facts = build_records.read_record(image_id, settings)
+    assert facts.variant == "cu117" and facts.revision == REVISION and facts.lock_sha256 == read_lock(variant).sha256  # type: ignore[union-attr]
+    assert facts.build_args["VARIANT"] == "cu117" and facts.buildkit == "v0.0.0-fake" and facts.target == "torchenv-runtime"
+
+
+def test_a_signed_push_gathers_everything_before_the_first_byte(
+    fake: FakeEngine, matrix: Matrix, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cosign, "binary", lambda: "/usr/bin/cosign")
+    key = tmp_path / "cosign.key"
+    key.write_text("not a real key")
+    signing = dataclasses.replace(settings, sign_key=str(key))
+    built(fake, matrix.get("cu117"), settings)
+    # An image with no build record (built elsewhere): no provenance, so nothing is pushed.
+    with pytest.raises(TorchenvError, match=r"^no build record of sha256:\w+ in .*build-records .*so there is no provenance to sign"):
+        publish.push("cu117", matrix, signing, "127.0.0.1:5000", "gzip")
+    assert not [call for call in fake.calls if call[0] == "push"]
+    # A key file that is not there: the same.
+    with pytest.raises(TorchenvError, match=r"signing key .*gone.key \(TORCHENV_SIGN_KEY\) does not exist"):
+        publish.push("cu117", load_matrix(), dataclasses.replace(settings, sign_key=str(tmp_path / "gone.key")), "127.0.0.1:5000", "gzip")
+    assert not [call for call in fake.calls if call[0] == "push"]
