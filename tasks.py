@@ -22,11 +22,13 @@ from invoke import Collection, Context, task
 from torchenv import PROJECT_ROOT
 from torchenv.commands import host_tools, listing, performance, progress, testrun
 from torchenv.errors import TorchenvError
+from torchenv.model import audit as audit_model
 from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.platforms import host_platform
 from torchenv.model.project import load_project
 from torchenv.model.settings import Settings
 from torchenv.model.trust import trust_from
+from torchenv.pipeline import audit as audit_pipeline
 from torchenv.pipeline import compose, publish, run
 from torchenv.pipeline.build import build_variant, image_tag
 from torchenv.pipeline.clean import clean as clean_torchenv
@@ -202,6 +204,40 @@ def pull(c: Context, variant: str | None = None, registry_: str = "", platform: 
 
 
 @task(
+    help={
+        "variant": "variant whose built image's SBOM to audit (default: the matrix's default)",
+        "report": "judge this grype JSON report instead of scanning (a scan made where grype's database can be reached)",
+        "severity": "fail on findings at or above this severity: critical (default), high, medium, low, negligible",
+        "sbom": "only write the image's SBOM to this file, for a scanner elsewhere (the GitHub workflow's)",
+        "platform": PLATFORM_HELP,
+    }
+)
+@one_line_errors
+def audit(c: Context, variant: str | None = None, report: str = "", severity: str = "critical", sbom: str = "", platform: str = "") -> None:
+    """Scan a built image's SBOM with grype; fail on findings at SEVERITY or above that images/audit-allowlist.toml does not accept."""
+    settings, _, (entry,) = chosen(c, variant, platform=platform)
+    if severity not in audit_model.SEVERITIES:
+        raise TorchenvError(f"unknown severity {severity!r}; use one of {', '.join(audit_model.SEVERITIES)}")
+    if sbom:
+        print(f"torchenv: the SBOM of {entry.name} is in {audit_pipeline.write_sbom(entry, settings, Path(sbom))}")
+        return
+    if report:
+        findings = audit_pipeline.read_report(Path(report))
+    else:
+        audit_pipeline.scanner()  # before the SBOM is copied out
+        findings = audit_pipeline.scan(
+            audit_pipeline.write_sbom(entry, settings, settings.work_dir / "audit" / f"{entry.build_name}.cdx.json")
+        )
+    verdict = audit_pipeline.judge_report(findings, severity)
+    print("\n".join(f"torchenv: {line}" for line in audit_pipeline.verdict_lines(verdict, severity)))
+    if not verdict.passed:
+        raise TorchenvError(
+            f"{len(verdict.failing)} finding(s) at {severity} or above are not accepted; upgrade what they name, or accept each with "
+            f"a reason and an expiry date in images/audit-allowlist.toml"
+        )
+
+
+@task(
     name="verify-image",
     positional=["reference"],
     help={
@@ -340,6 +376,6 @@ def clean(c: Context) -> None:
 
 
 namespace = Collection(
-    list_, matrix, lock, lock_tools, build, repro, push, pull, verify_image, verify, train, shell, test, demo, bench, report, clean
+    list_, matrix, lock, lock_tools, build, repro, push, pull, verify_image, audit, verify, train, shell, test, demo, bench, report, clean
 )
 namespace.configure({"torchenv": {}})
