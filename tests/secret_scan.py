@@ -4,7 +4,9 @@ anything that looks like a credential."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -75,13 +77,27 @@ def scan_files(files: Iterable[tuple[str, bytes]], needles: list[bytes]) -> Scan
     return result
 
 
-def registry_files(data: Path, largest: int = 64 << 20) -> Iterator[tuple[str, bytes]]:
+def registry_files(data: Path, largest: int = 8 << 20) -> Iterator[tuple[str, bytes]]:
     """Every blob and link a registry keeps under DATA up to LARGEST bytes: the signatures,
-    attestations and manifests beside the pushed images (their compressed layers, gigabytes,
-    are the image the image tests scanned)."""
+    attestations and manifests beside the pushed images (their compressed layers are the
+    image the image tests scanned). An attestation's statement is base64 in its envelope:
+    it is yielded decoded too."""
     for path in sorted(data.rglob("*")):
         if path.is_file() and path.stat().st_size <= largest:
-            yield str(path.relative_to(data)), path.read_bytes()
+            where, content = str(path.relative_to(data)), path.read_bytes()
+            yield where, content
+            payload = _envelope_payload(content)
+            if payload is not None:
+                yield f"{where}:payload", payload
+
+
+def _envelope_payload(content: bytes) -> bytes | None:
+    if not content.startswith(b"{") or b'"payload"' not in content:
+        return None
+    try:
+        return base64.b64decode(json.loads(content)["payload"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _files(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:

@@ -11,13 +11,15 @@ import base64
 import dataclasses
 import hashlib
 import json
+import os
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from torchenv import engine
+from torchenv import PROJECT_ROOT, engine
 from torchenv.engine import BuildRequest
 from torchenv.errors import TorchenvError
 from torchenv.locking import sbom, wheels
@@ -120,6 +122,11 @@ def assert_refused(pushed: Pushed, keys: Keys, reason: str) -> None:
     assert not engine.get().references(pushed.settings.image_name), "nothing may be tagged"
 
 
+def invoke(*args: str, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("invoke")), *args]
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, **(environment or {})}, timeout=300)
+
+
 def cosign(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["cosign", *args, "--allow-http-registry"], capture_output=True, text=True)
 
@@ -169,10 +176,29 @@ def test_a_signed_image_is_accepted_and_cosign_itself_verifies_what_the_push_lef
     assert lock is not None and verified.sbom_components >= len(locked_packages(lock)) + len(BASE_PACKAGES.splitlines())
     assert engine.get().image_id(pushed.reference) is None, "checking pulls nothing"
 
+    # The same through the command surface, with each key.
+    tag = f"{local_registry}/{checking.image_name}:{VARIANT}"
+    accepted = invoke("verify-image", tag, "--key", str(keys.ours.public))
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"torchenv: {pushed.reference} is signed by the key {keys.ours.public}; its provenance says:" in accepted.stdout
+    assert f"lock       sha256:{verified.claims.lock_sha256}" in accepted.stdout
+    refused = invoke("verify-image", tag, "--key", str(keys.theirs.public))
+    assert refused.returncode != 0 and refused.stderr.startswith(f"torchenv: error: refusing {tag}: it is not signed by the key")
+    assert len(refused.stderr.strip().splitlines()) == 1
+
 
 def test_an_unsigned_image_is_refused(look_alike: str, local_registry: str, keys: Keys, tmp_path: Path) -> None:
     pushed = push_look_alike("unsigned", look_alike, local_registry, tmp_path, None, evidence())
     assert_refused(pushed, keys, "it is not signed;")
+    # invoke pull, with the key set as a user sets it.
+    environment = {
+        "TORCHENV_VERIFY_KEY": str(keys.ours.public),
+        "TORCHENV_DIGESTS_FILE": str(pushed.settings.digests_file),
+        "TORCHENV_IMAGE_NAME": pushed.settings.image_name,
+    }
+    refused = invoke("pull", "--variant", VARIANT, environment=environment)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith(f"torchenv: error: refusing {pushed.reference}: it is not signed; nothing was pulled or tagged")
 
 
 def test_an_image_signed_by_another_key_is_refused(look_alike: str, local_registry: str, keys: Keys, tmp_path: Path) -> None:
@@ -247,5 +273,7 @@ def test_no_key_or_password_reached_the_registry(registry_server: LocalRegistry,
     neither password nor private key (tests/secret_scan.py)."""
     files = list(registry_files(registry_server.data))
     assert any(where.endswith("/data") for where, _ in files), "the scan must see the blobs"
+    # ... and the statements inside the attestations' envelopes (the provenance names the lock).
+    assert any(where.endswith(":payload") and provenance.PREDICATE_TYPE.encode() in content for where, content in files)
     found = scan_files(files, [keys.password.encode(), keys.ours.private_body(), keys.theirs.private_body()])
     assert not found.needles and not found.unexpected_credentials(), found
