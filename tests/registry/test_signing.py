@@ -268,6 +268,35 @@ def test_signing_fails_in_one_line_before_anything_is_pushed(look_alike: str, re
     assert not (registry_server.data / "docker/registry/v2/repositories/torchenv-signing-missing").exists()
 
 
+def test_a_signature_that_fails_leaves_the_moving_tags_unmoved(
+    look_alike: str, local_registry: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key's password is wrong: the image went out under its commit tag only, the moving
+    tag was not pushed, no digest is recorded, and the error says so in one line."""
+    settings = dataclasses.replace(
+        Settings.load(),
+        work_dir=tmp_path,
+        sign_key=str(keys.ours.private),
+        digests_file=tmp_path / "digests.json",
+        image_name="torchenv-signing-fails",
+    )
+    # The look-alike has no `cat` to read its SBOM with (the round trip reads a real one).
+    monkeypatch.setattr(attest, "gather", lambda image, settings: evidence())
+    repository = f"{local_registry}/{settings.image_name}"
+    monkeypatch.setenv("COSIGN_PASSWORD", "not the password")
+    sign = publish.signing_step(repository, look_alike, settings)
+    with pytest.raises(TorchenvError) as caught:
+        publish.push_tags(
+            look_alike, [f"{repository}:2.0.1-cu117-py3.11-0123456", f"{repository}:{VARIANT}"], local_registry, settings, "zstd", sign
+        )
+    message = str(caught.value)
+    assert message.startswith(f"signing {repository}@sha256:") and "decrypt" in message and "set COSIGN_PASSWORD" in message, message
+    assert "unsigned under its most specific tag only" in message and "\n" not in message and keys.password not in message
+    tags, _ = registry_json(local_registry, f"{settings.image_name}/tags/list", "application/json")
+    assert tags["tags"] == ["2.0.1-cu117-py3.11-0123456"]
+    assert not settings.digests_file.exists()
+
+
 def test_no_key_or_password_reached_the_registry(registry_server: LocalRegistry, keys: Keys) -> None:
     """After every push above: the registry's signatures, attestations and manifests hold
     neither password nor private key (tests/secret_scan.py)."""

@@ -126,7 +126,17 @@ def signing_step(repository: str, image_id: str, settings: Settings) -> Callable
         return None
     attest.require_signer(signer)
     evidence = attest.gather(image_id, settings)
-    return lambda digest: attest.sign_and_attest(f"{repository}@{digest}", signer, evidence)
+
+    def sign(digest: str) -> None:
+        try:
+            attest.sign_and_attest(f"{repository}@{digest}", signer, evidence)
+        except TorchenvError as error:
+            raise TorchenvError(
+                f"{error}; the image is in the registry unsigned under its most specific tag only (its other tags were not "
+                "pushed, and a pull that checks signatures refuses it): fix that, then push again"
+            ) from None
+
+    return sign
 
 
 def push(name: str, matrix: Matrix, settings: Settings, registry: str, compression: str = "zstd") -> PushRecord:
