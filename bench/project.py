@@ -26,7 +26,7 @@ from torchenv.locking.project_locks import project_lock_path
 from torchenv.model.matrix import load_matrix
 from torchenv.model.project import image_repository, load_project
 from torchenv.model.settings import Settings
-from torchenv.pipeline.base import debian_packages, ensure_base
+from torchenv.pipeline.base import debian_packages, variant_base
 from torchenv.pipeline.build import build_variant, image_tag
 from torchenv.pipeline.project_build import build_project, project_lock_for, project_request
 
@@ -57,7 +57,7 @@ def main() -> None:
     assert variant_lock is not None
     lock = project_lock_for(project, variant, variant_lock, settings)
     (copy / "locks" / "requirements.txt").write_text(project_lock_path(project, variant).read_text())
-    base = ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
+    base = variant_base(variant, settings)
     packages = debian_packages(base, variant.platform)
     ca = settings.ca_bundle_path()
     naive = BuildRequest(

@@ -180,10 +180,14 @@ def without_epoch(lock_text: str) -> str:
     return re.sub(r"^# source-date-epoch: .*\n", "", lock_text, flags=re.M)
 
 
+def pins_in(text: str) -> dict[str, str]:
+    """name (as the lock spells it) -> version of every `name==version` line of a lock's TEXT."""
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)", text, re.M))
+
+
 def locked_packages(lock: Lock) -> dict[str, str]:
     """name -> version of every package the lock pins."""
-    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)", lock.path.read_text(), re.M)
-    return {name.lower(): version for name, version in pins}
+    return {name.lower(): version for name, version in pins_in(lock.path.read_text()).items()}
 
 
 def base_list_path(suite: str, lock_dir: Path = LOCK_DIR, platform: str = platforms.AMD64) -> Path:

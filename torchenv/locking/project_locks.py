@@ -18,7 +18,7 @@ from torchenv import display_path
 from torchenv.errors import TorchenvError
 from torchenv.locking import wheels
 from torchenv.locking.layering import normalised, requirement_entries
-from torchenv.locking.locks import HEADER_FIELD, Lock, locked_packages, uv_compile, without_epoch, write_wanted
+from torchenv.locking.locks import HEADER_FIELD, Lock, locked_packages, pins_in, uv_compile, without_epoch, write_wanted
 from torchenv.model import compat
 from torchenv.model.matrix import Variant
 from torchenv.model.project import LOCK_FOLDER, Project
@@ -39,7 +39,7 @@ class ProjectLock:
 
     @property
     def packages(self) -> dict[str, str]:
-        return {name: version for name, version in re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)", self.path.read_text(), re.M)}
+        return pins_in(self.path.read_text())
 
 
 def project_lock_path(project: Project, variant: Variant) -> Path:

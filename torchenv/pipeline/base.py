@@ -16,6 +16,7 @@ from torchenv import PROJECT_ROOT, engine
 from torchenv.engine import BuildRequest, RunOptions
 from torchenv.errors import TorchenvError
 from torchenv.model import names, platforms
+from torchenv.model.matrix import Variant
 from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 from torchenv.pipeline import bootstrap, git
@@ -96,6 +97,12 @@ def base_reference(suite: str, settings: Settings, platform: str = platforms.AMD
     digest = hashlib.sha256(json.dumps(base_inputs(suite, settings, platform), sort_keys=True).encode()).hexdigest()
     name = suite if platform == platforms.AMD64 else f"{suite}-{platforms.arch(platform)}"
     return f"{names.BASE_REPOSITORY}:{name}-{digest[:12]}"
+
+
+def variant_base(variant: Variant, settings: Settings) -> str:
+    """The image VARIANT builds on: the base of its Debian suite (made when missing), or the
+    upstream image it names."""
+    return ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
 
 
 def ensure_base(suite: str, settings: Settings, platform: str = platforms.AMD64) -> str:

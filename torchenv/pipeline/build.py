@@ -149,13 +149,17 @@ def requirements_context(variant: Variant, settings: Settings, lock: Lock | None
     (context / "app" / variant_facts.FILE_NAME).write_text(variant_facts.variant_facts_json(load_matrix(settings.matrix)))
     made = context / "app" / sbom.FILE_NAME
     if lock and base_packages is not None:
-        index = wheels.index_url(variant, settings)
-        made.write_text(
-            sbom.image_sbom(variant, lock, base_packages, wheels.pypi_simple_url(), index and wheels.without_credentials(index))
-        )
+        made.write_text(variant_sbom(variant, settings, lock, base_packages))
     else:
         made.unlink(missing_ok=True)
     return context
+
+
+def variant_sbom(variant: Variant, settings: Settings, lock: Lock, base_packages: str, project: sbom.ProjectPart | None = None) -> str:
+    """The SBOM of VARIANT's image (with PROJECT's part, for a project's), naming the indexes
+    its wheels came from without a mirror's credentials."""
+    index = wheels.index_url(variant, settings)
+    return sbom.image_sbom(variant, lock, base_packages, wheels.pypi_simple_url(), index and wheels.without_credentials(index), project)
 
 
 def lock_for(variant: Variant, settings: Settings) -> Lock | None:

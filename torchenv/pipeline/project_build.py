@@ -12,7 +12,7 @@ from pathlib import Path
 from torchenv import display_path, engine
 from torchenv.engine import BuildRequest, RunOptions
 from torchenv.errors import TorchenvError
-from torchenv.locking import sbom, wheels
+from torchenv.locking import sbom
 from torchenv.locking.locks import Lock
 from torchenv.locking.project_locks import ProjectLock, is_current, lock_project, read_project_lock
 from torchenv.model import names
@@ -21,8 +21,8 @@ from torchenv.model.names import Label
 from torchenv.model.platforms import host_platform
 from torchenv.model.project import IMAGE_ROOT, NOT_CODE_ANYWHERE, NOT_CODE_AT_TOP, Project, image_repository
 from torchenv.model.settings import Settings
-from torchenv.pipeline.base import debian_packages, ensure_base
-from torchenv.pipeline.build import build_request, build_variant, exclusive_build, lock_for
+from torchenv.pipeline.base import debian_packages, variant_base
+from torchenv.pipeline.build import build_request, build_variant, exclusive_build, lock_for, variant_sbom
 from torchenv.pipeline.buildlog import failure_reason
 
 # The project's own tests, run inside its image: no cache files on a read-only root.
@@ -88,11 +88,8 @@ def project_request(
     too, made from BASE_PACKAGES), aimed at the project's stage, with the project's
     contexts, arguments and labels added."""
     request = build_request(variant, settings, base_image, variant_lock, base_packages=base_packages)
-    index = wheels.index_url(variant, settings)
     part = sbom.ProjectPart(project.name, lock.path.read_text(), lock.sha256)
-    image_sbom = sbom.image_sbom(
-        variant, variant_lock, base_packages, wheels.pypi_simple_url(), index and wheels.without_credentials(index), part
-    )
+    image_sbom = variant_sbom(variant, settings, variant_lock, base_packages, part)
     return dataclasses.replace(
         request,
         target=names.PROJECT_STAGE,
@@ -120,7 +117,7 @@ def build_project(project: Project, variant: Variant, matrix: Matrix, settings: 
     docker = engine.get()
     with exclusive_build(variant, settings):
         # The base build_variant checked (and warned about) a moment ago.
-        base_image = ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
+        base_image = variant_base(variant, settings)
         print(f"torchenv: building {project.name} on {variant.name} ({len(lock.packages)} packages of its own)", flush=True)
         packages = debian_packages(base_image, variant.platform)
         result = docker.build(project_request(project, variant, settings, base_image, variant_lock, lock, packages))

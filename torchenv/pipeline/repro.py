@@ -16,7 +16,7 @@ from torchenv.model.matrix import Variant
 from torchenv.model.project import Project
 from torchenv.model.records import Comparison, ReproReport
 from torchenv.model.settings import Settings
-from torchenv.pipeline.base import debian_packages, ensure_base, make_base
+from torchenv.pipeline.base import debian_packages, make_base, variant_base
 from torchenv.pipeline.build import build_request, lock_for
 from torchenv.pipeline.buildlog import failure_reason
 from torchenv.pipeline.project_build import project_lock_for, project_request, variant_lock_of
@@ -109,7 +109,7 @@ def reproduce_project(project: Project, variant: Variant, settings: Settings) ->
     the cache: `reproduce` proves those), and compares the two images."""
     variant_lock = variant_lock_of(variant, settings)
     lock = project_lock_for(project, variant, variant_lock, settings)
-    base_image = ensure_base(variant.debian_suite, settings, variant.platform) if variant.debian_suite else variant.base
+    base_image = variant_base(variant, settings)
     packages = debian_packages(base_image, variant.platform)
     request = replace(
         project_request(project, variant, settings, base_image, variant_lock, lock, packages), no_cache_stages=(names.PROJECT_STAGE,)
