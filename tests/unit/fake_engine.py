@@ -39,6 +39,8 @@ class FakeEngine:
     pullable: dict[str, str] = field(default_factory=dict)
     # The options of every container run, in order.
     run_options: list[RunOptions] = field(default_factory=list)
+    # What `saved` streams for an image ID (a `docker save` archive); an empty archive otherwise.
+    archives: dict[str, bytes] = field(default_factory=dict)
 
     # --- images ----------------------------------------------------------------------
 
@@ -136,6 +138,11 @@ class FakeEngine:
 
     @contextmanager
     def saved(self, reference: str) -> Iterator[IO[bytes]]:
+        self.calls.append(("saved", reference))
+        image_id = self._resolve(reference)
+        if image_id in self.archives:
+            yield io.BytesIO(self.archives[image_id])
+            return
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w"):
             pass

@@ -59,9 +59,10 @@ class Settings:
     # DataLoader worker processes hand over their batches; empty: half of this machine's
     # memory, between 1 and 16 GB (Docker's own default is 64 MB).
     shm_size: str = ""
-    # zstd level of `invoke push` (1-22): 19, zstd's best compression, gives the smallest
-    # pull; a lower level pushes faster and pulls a little more.
-    zstd_level: int = 19
+    # zstd level of `invoke push` (1-22): 9 pushes cu117 in 0.39x the time of the naive
+    # image's gzip push at 0.69x its size (docs/performance/publishing.md); 12 and up are
+    # barely smaller and much slower to push; pulls decode as fast at any level.
+    zstd_level: int = 9
     # The cosign private key `invoke push` signs with: a file path or a KMS URI; its password
     # in COSIGN_PASSWORD, never here (docs/supply-chain.md). Unset with sign_keyless unset:
     # pushes go out unsigned, with a warning.

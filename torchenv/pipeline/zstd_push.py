@@ -1,8 +1,8 @@
 """Pushing an image with zstd-compressed layers. The engine's own push (and BuildKit's
-docker driver) compresses with gzip only, so the image goes out through skopeo: read from
-a `docker save` archive (Debian 12's skopeo speaks too old an API to read from the daemon),
-recompressed with zstd, pushed as an OCI manifest. Docker 23 and later pull it; older
-clients need `--compression gzip`."""
+docker driver) compresses with gzip only, so torchenv compresses the layers itself into an
+OCI layout (torchenv/pipeline/zstd_layout.py) and skopeo uploads that as it is, handling
+the registry's authentication (`docker login`). Docker 23 and later pull it; older clients
+need `--compression gzip`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from pathlib import Path
 from torchenv import engine
 from torchenv.errors import TorchenvError
 from torchenv.model.addresses import is_loopback_host
-
-# containers/image maps every level from 10 up to zstd's best-compression encoder, so the
-# default 19 (Settings.zstd_level) costs no more than 10 and names the intent: smallest pull.
+from torchenv.pipeline import zstd_layout
 
 
 def host_and_port(registry: str) -> tuple[str, int | None]:
@@ -70,27 +68,37 @@ def push(
     binary = skopeo()
     require_reachable(registry, aliases[0])
     tls = ["--dest-tls-verify=false"] if is_local(registry) else []
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="push-", dir=work_dir) as scratch:
-        archive, digest_file = Path(scratch) / "image.tar", Path(scratch) / "digest"
-        engine.get().save(image_id, archive)
-        first = aliases[0]
-        command = [binary, "copy", "--quiet", *tls, "--format", "oci", "--dest-compress-format", "zstd"]
-        command += ["--dest-compress-level", str(level), "--digestfile", str(digest_file), f"docker-archive:{archive}", f"docker://{first}"]
+    first = aliases[0]
+    with zstd_layout.written(image_id, work_dir, level) as layout, tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        digest_file = Path(scratch) / "digest"
+        # --preserve-digests: skopeo sends the blobs and the manifest as they are, or fails.
+        command = [
+            binary,
+            "copy",
+            "--quiet",
+            *tls,
+            "--preserve-digests",
+            "--digestfile",
+            str(digest_file),
+            layout.source,
+            f"docker://{first}",
+        ]
         _run(command, first, registry)
-        archive.unlink()
         digest = digest_file.read_text().strip()
-        if after_first:
-            after_first(digest)
-        # The other tags point at the same manifest: a copy inside the registry, no blob moves.
-        source_tls = ["--src-tls-verify=false"] if tls else []
-        for alias in aliases[1:]:
-            _run(
-                [binary, "copy", "--quiet", *tls, *source_tls, "--preserve-digests", f"docker://{first}", f"docker://{alias}"],
-                alias,
-                registry,
-            )
-        return digest
+    if digest != layout.manifest_digest:
+        raise TorchenvError(
+            f"pushing {first} (zstd) stored manifest {digest[:19]}, not the {layout.manifest_digest[:19]} torchenv wrote; "
+            "the registry rewrote it: push with --compression gzip"
+        )
+    if after_first:
+        after_first(digest)
+    # The other tags point at the same manifest: a copy inside the registry, no blob moves.
+    source_tls = ["--src-tls-verify=false"] if tls else []
+    for alias in aliases[1:]:
+        _run(
+            [binary, "copy", "--quiet", *tls, *source_tls, "--preserve-digests", f"docker://{first}", f"docker://{alias}"], alias, registry
+        )
+    return digest
 
 
 def _run(command: list[str], alias: str, registry: str) -> None:
