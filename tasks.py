@@ -36,6 +36,7 @@ from torchenv.pipeline.image_trust import Untrusted
 from torchenv.pipeline.lock import lock_targets, lock_variants
 from torchenv.pipeline.project_build import build_project, project_tests
 from torchenv.pipeline.repro import reproduce
+from torchenv.pipeline.repro_against import reproduce_against
 
 
 def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,12 +158,23 @@ def lock(c: Context, variant: str | None = None, all: bool = False, platform: st
         "variant": "variant to rebuild twice from scratch (default: the matrix's default)",
         "platform": PLATFORM_HELP,
         "project": "then also this project's layers on it, twice from scratch",
+        "against": "instead: rebuild the variant from this commit, push it as REF was pushed to a registry on 127.0.0.1 "
+        "and compare with REF (a tag or digest in any registry)",
     }
 )
 @one_line_errors
-def repro(c: Context, variant: str | None = None, platform: str = "", project: str = "") -> None:
-    """Build the base and a variant twice from scratch; print "identical: <image id>" or what differs."""
-    settings, _, (entry,) = chosen(c, variant, platform=platform)
+def repro(c: Context, variant: str | None = None, platform: str = "", project: str = "", against: str = "") -> None:
+    """Build the base and a variant twice from scratch; print "identical: <image id>" or what differs.
+    With --against REF: rebuild once and compare with the published REF; "identical: <digest>" or what differs."""
+    settings, matrix, (entry,) = chosen(c, variant, platform=platform)
+    if against:
+        if project:
+            raise TorchenvError("--against compares a variant's image; leave out --project, or rebuild the project with invoke repro")
+        comparison = reproduce_against(against, entry, matrix, settings)
+        print("\n".join(comparison.lines()))
+        if not comparison.identical:
+            raise TorchenvError(f"{against} is not what this commit builds for {entry.name}: see the differences above")
+        return
     report = reproduce(entry, settings, load_project(Path(project)) if project else None)
     print("\n".join(report.lines()))
     if not report.identical:
@@ -342,13 +354,18 @@ def demo(c: Context) -> None:
     help={
         "variants": f"comma-separated variants to measure (default: {performance.BENCH_VARIANTS})",
         "cold": "also time a cold build against its floor (empties torchenv's build cache; downloads every wheel twice)",
+        "publishing": "instead: the push per zstd level and pull-to-ready on an empty second engine, against the naive "
+        "image (about 40 min; bench/publishing.py)",
     }
 )
 @one_line_errors
-def bench(c: Context, variants: str = "", cold: bool = False) -> None:
+def bench(c: Context, variants: str = "", cold: bool = False, publishing: bool = False) -> None:
     """Measure sizes, build, start and run times side by side with their baselines; print the ratios."""
     for name in (variants or performance.BENCH_VARIANTS).split(","):
         matrix_of(settings_of(c)).get(name.strip())  # an unknown name fails here, in one line
+    if publishing:
+        chosen_variant = ["--variant", variants.split(",")[0].strip()] if variants else []
+        sys.exit(subprocess.run([sys.executable, "-m", "bench.publishing", *chosen_variant], cwd=PROJECT_ROOT).returncode)
     args = [sys.executable, "-m", "bench.performance", *(["--variants", variants] if variants else []), *(["--cold"] if cold else [])]
     sys.exit(subprocess.run(args, cwd=PROJECT_ROOT).returncode)
 

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from torchenv.locking.locks import Lock
 from torchenv.model.matrix import Matrix, Variant, load_matrix
 from torchenv.model.records import BenchResults, VariantFigures
 from torchenv.model.settings import Settings
-from torchenv.pipeline import compose, zstd_push
+from torchenv.pipeline import compose, scratch_registry, zstd_push
 from torchenv.pipeline.base import make_base, source_date_epoch
 from torchenv.pipeline.build import build_variant, image_tag, lock_for, requirements_context
 
@@ -116,24 +115,8 @@ def venv_size(image: str) -> int:
 
 @contextlib.contextmanager
 def local_registry() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{probe.getsockname()[1]}"
-    root = Path(tempfile.mkdtemp(prefix="bench-registry-", dir=WORK))
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: {address}\n")
-    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
-                break
-            time.sleep(0.2)
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_registry.serving(WORK, "the bench") as registry:
+        yield registry.address
 
 
 def pushed_layers(registry: str, repository: str, tag: str) -> list[int]:

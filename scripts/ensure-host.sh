@@ -48,8 +48,11 @@ install_packages() {
   command -v mmdebstrap >/dev/null || optional+=(mmdebstrap)
   # The tests push to and pull from a real registry (the distribution registry).
   command -v docker-registry >/dev/null || optional+=(docker-registry)
-  # `invoke push` and the bench push zstd layers through skopeo (the engine pushes gzip only).
+  # `invoke push` uploads the zstd layers it compressed through skopeo (the engine pushes
+  # gzip only); `invoke repro --against` reads registries with it.
   command -v skopeo >/dev/null || optional+=(skopeo)
+  # The bench measures zstd's decode time, the floor of a pull, with the zstd tool.
+  command -v zstd >/dev/null || optional+=(zstd)
   # `invoke push` signs and attests, `invoke pull` checks, with cosign (Debian 13 packages it).
   command -v cosign >/dev/null || optional+=(cosign)
   # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
@@ -69,13 +72,13 @@ install_packages() {
         && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
       die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python >= 3.11 with venv, then rerun."
     fi
-    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests and zstd pushes cannot run, without cosign no signed pushes or checked pulls, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
+    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests, zstd pushes and repro --against cannot run, without zstd the bench shows no floor, without cosign no signed pushes or checked pulls, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
     return 0
   fi
   export DEBIAN_FRONTEND=noninteractive
   local pkgs=() all=" ${missing[*]} ${optional[*]} "
   [[ $all == *" python3"* ]] && pkgs+=(python3 python3-venv)
-  for package in mmdebstrap docker-registry skopeo qemu-user-static binfmt-support arch-test; do
+  for package in mmdebstrap docker-registry skopeo zstd qemu-user-static binfmt-support arch-test; do
     [[ $all == *" $package "* ]] && pkgs+=("$package")
   done
   if [[ $all == *" engine "* || $all == *" cosign "* ]]; then

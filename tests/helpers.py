@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
+from torchenv import PROJECT_ROOT
 from torchenv.pipeline import compose
 
 
@@ -24,3 +27,10 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def invoke(*args: str, environment: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """A task through the command surface, as a user runs it: .venv/bin/invoke ARGS."""
+    command = [str(Path(sys.executable).with_name("invoke")), *args]
+    environ = {**os.environ, **(environment or {})}
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, env=environ, timeout=timeout)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from torchenv.model.trust import PASSWORD_VARIABLE
-
-from ..helpers import free_port
+from torchenv.pipeline import scratch_registry
 
 
 @dataclass(frozen=True)
@@ -28,31 +25,10 @@ class LocalRegistry:
 
 @pytest.fixture(scope="module")
 def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
+    if not any(shutil.which(name) for name in scratch_registry.BINARIES):
         pytest.fail("docker-registry is not installed; ./invokew installs it")
-    root = tmp_path_factory.mktemp("registry")
-    address = f"127.0.0.1:{free_port()}"
-    config = root / "config.yml"
-    config.write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: {address}\n"
-    )
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            try:
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"the registry on {address} did not start")
-        yield LocalRegistry(address, root / "data")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)  # pushed layers: gigabytes
+    with scratch_registry.serving(tmp_path_factory.mktemp("registry"), "the registry tests") as registry:
+        yield LocalRegistry(registry.address, registry.data)
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,13 @@ import base64
 import dataclasses
 import hashlib
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from torchenv import PROJECT_ROOT, engine
+from torchenv import engine
 from torchenv.engine import BuildRequest
 from torchenv.errors import TorchenvError
 from torchenv.locking import sbom, wheels
@@ -33,6 +31,7 @@ from torchenv.model.settings import Settings
 from torchenv.model.trust import Signer
 from torchenv.pipeline import attest, git, publish
 
+from ..helpers import invoke
 from ..secret_scan import registry_files, scan_files
 from .conftest import Keys, LocalRegistry
 
@@ -120,11 +119,6 @@ def assert_refused(pushed: Pushed, keys: Keys, reason: str) -> None:
     assert "\n" not in message and keys.password not in message
     assert engine.get().image_id(pushed.reference) is None, "nothing may be pulled"
     assert not engine.get().references(pushed.settings.image_name), "nothing may be tagged"
-
-
-def invoke(*args: str, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).with_name("invoke")), *args]
-    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, **(environment or {})}, timeout=300)
 
 
 def cosign(*args: str) -> subprocess.CompletedProcess[str]:

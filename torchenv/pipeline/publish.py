@@ -19,6 +19,7 @@ from torchenv.model.trust import Trust
 from torchenv.pipeline import attest, git, image_trust, zstd_push
 from torchenv.pipeline.build import image_tag
 from torchenv.pipeline.image_trust import Verified
+from torchenv.pipeline.published import repository_of
 from torchenv.pipeline.tagging import published_tags, tags_for
 from torchenv.pipeline.testrecords import passed_record
 
@@ -275,13 +276,6 @@ def pull_first(variant: Variant, matrix: Matrix, settings: Settings) -> str | No
     except TorchenvError as error:
         print(f"torchenv: no usable prebuilt image ({error}); building instead", flush=True)
         return None
-
-
-def repository_of(reference: str) -> str:
-    """ "host:5000/repo:tag" and "host:5000/repo@sha256:..." -> "host:5000/repo"."""
-    name = reference.split("@", 1)[0]
-    head, _, last = name.rpartition("/")
-    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
 def verify_reference(reference: str, matrix: Matrix, settings: Settings, trust: Trust, platform: str, variant: str = "") -> Verified:

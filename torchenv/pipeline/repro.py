@@ -47,11 +47,11 @@ def layer_entries(image: str, wanted: set[str]) -> dict[str, dict[str, Entry]]:
             if member.isfile() and member.name.startswith("blobs/sha256/") and digest in wanted:
                 blob = archive.extractfile(member)
                 assert blob is not None
-                found[digest] = _read_layer(blob)
+                found[digest] = read_layer(blob)
     return found
 
 
-def _read_layer(blob: IO[bytes]) -> dict[str, Entry]:
+def read_layer(blob: IO[bytes]) -> dict[str, Entry]:
     entries = {}
     with tarfile.open(fileobj=blob, mode="r|") as layer:
         for member in layer:
@@ -79,14 +79,18 @@ def compare(first: str, second: str, limit: int = 20) -> list[str]:
     files_b = layer_entries(second, {b for _, _, b in differing})
     report = []
     for index, a, b in differing:
-        entries_a, entries_b = files_a.get(a, {}), files_b.get(b, {})
-        changed = sorted(name for name in entries_a.keys() | entries_b.keys() if entries_a.get(name) != entries_b.get(name))
-        report.append(f"layer {index + 1}: {a[7:19]} vs {b[7:19]}: {len(changed)} paths differ")
-        for name in changed[:limit]:
-            report.append(f"  {name}: {_describe(entries_a.get(name))}  vs  {_describe(entries_b.get(name))}")
-        if len(changed) > limit:
-            report.append(f"  ... and {len(changed) - limit} more")
+        count, lines = changed_paths(files_a.get(a, {}), files_b.get(b, {}), limit)
+        report += [f"layer {index + 1}: {a[7:19]} vs {b[7:19]}: {count} paths differ", *lines]
     return report
+
+
+def changed_paths(entries_a: dict[str, Entry], entries_b: dict[str, Entry], limit: int = 20) -> tuple[int, list[str]]:
+    """How many paths differ between two layers' files, and a line for each (up to LIMIT)."""
+    changed = sorted(name for name in entries_a.keys() | entries_b.keys() if entries_a.get(name) != entries_b.get(name))
+    lines = [f"  {name}: {_describe(entries_a.get(name))}  vs  {_describe(entries_b.get(name))}" for name in changed[:limit]]
+    if len(changed) > limit:
+        lines.append(f"  ... and {len(changed) - limit} more")
+    return len(changed), lines
 
 
 def _describe(entry: Entry | None) -> str:
