@@ -9,8 +9,10 @@ import dataclasses
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import zstandard
@@ -95,7 +97,26 @@ def with_one_file_changed(registry: str, repository: str, digest: str, tag: str)
     raise AssertionError(f"no small layer of {digest} holds {CHANGED_FILE}")
 
 
-def test_the_pushed_image_is_what_this_commit_builds_digest_for_digest(pushed: PushRecord, local_registry: str) -> None:
+@pytest.fixture
+def no_compressed_layers() -> Iterator[None]:
+    """The push's cache of compressed layers set aside, so that the rebuild's push
+    compresses every layer again rather than reuse the blobs being compared."""
+    cache = Settings.load().work_dir / "zstd-layers"
+    aside = cache.with_name("zstd-layers.aside")
+    shutil.rmtree(aside, ignore_errors=True)
+    if cache.exists():
+        cache.rename(aside)
+    try:
+        yield
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        if aside.exists():
+            aside.rename(cache)
+
+
+def test_the_pushed_image_is_what_this_commit_builds_digest_for_digest(
+    pushed: PushRecord, local_registry: str, no_compressed_layers: None
+) -> None:
     reference = f"{pushed.repository}:{VARIANT}"
     result = invoke("repro", "--variant", VARIANT, "--against", reference, timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -65,3 +65,9 @@ def test_the_rebuild_is_compressed_at_refs_level_or_with_gzip() -> None:
 )
 def test_a_reference_names_its_repository(reference: str, repository: str) -> None:
     assert repository_of(reference) == repository
+
+
+def test_a_config_list_that_differs_is_named_by_its_position() -> None:
+    theirs = {"config": {"Env": ["PATH=/x", "TORCH_INDEX_URL=a"]}, "rootfs": {"diff_ids": ["sha256:1"]}}
+    ours = {"config": {"Env": ["PATH=/x", "TORCH_INDEX_URL=b"]}, "rootfs": {"diff_ids": ["sha256:2"]}}
+    assert repro_against.config_differences(theirs, ours) == ['config config.Env.1: "TORCH_INDEX_URL=a" vs "TORCH_INDEX_URL=b"']

@@ -124,7 +124,7 @@ def layer_stream(layout: Path, layer: Layer) -> Iterator[IO[bytes]]:
     """A fetched layer's tar, decompressed as it is read."""
     with open(layout / "blobs" / "sha256" / layer.digest.removeprefix("sha256:"), "rb") as blob:
         if layer.media_type.endswith("zstd"):
-            with zstandard.ZstdDecompressor().stream_reader(blob) as reader:
+            with zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True) as reader:
                 yield reader  # type: ignore[misc]
         elif layer.media_type.endswith("gzip"):
             with gzip.open(blob) as reader:

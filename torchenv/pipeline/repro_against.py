@@ -24,10 +24,12 @@ LAYER_LIST = "rootfs.diff_ids"
 
 
 def flattened(value: Any, prefix: str = "") -> dict[str, str]:
-    """A config as dotted paths to JSON values: {"config.Env": '["PATH=..."]', ...}."""
-    if isinstance(value, dict) and value:
+    """A config as dotted paths to JSON values, lists by position:
+    {"config.Env.0": '"PATH=..."', "history.4.created_by": '"RUN ..."', ...}."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+    if items is not None and value:
         out: dict[str, str] = {}
-        for key, inner in value.items():
+        for key, inner in items:
             out |= flattened(inner, f"{prefix}.{key}" if prefix else str(key))
         return out
     return {prefix: json.dumps(value, sort_keys=True)}
@@ -36,12 +38,12 @@ def flattened(value: Any, prefix: str = "") -> dict[str, str]:
 def _short(value: str | None) -> str:
     if value is None:
         return "absent"
-    return value if len(value) <= 80 else value[:77] + "..."
+    return value if len(value) <= 160 else value[:157] + "..."
 
 
 def config_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     a, b = flattened(theirs), flattened(ours)
-    keys = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key) and key != LAYER_LIST)
+    keys = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key) and not key.startswith(LAYER_LIST))
     return [f"config {key}: {_short(a.get(key))} vs {_short(b.get(key))}" for key in keys]
 
 

@@ -51,21 +51,27 @@ def serving(work_dir: Path, why: str) -> Iterator[ScratchRegistry]:
     with open(root / "registry.log", "w") as log:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
+        # Straight to 127.0.0.1, whatever http_proxy says.
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         for _ in range(100):
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
+                direct.open(f"http://{address}/v2/", timeout=1).close()
                 break
             if process.poll() is not None:
                 break
             time.sleep(0.2)
         else:
-            raise TorchenvError(f"{why}: the registry on {address} did not answer within 20 s ({_last_line(root)})")
+            raise TorchenvError(f"{why}: the registry on {address} did not answer within 20 s ({_last_line(root)}); rerun")
         if process.poll() is not None:
-            raise TorchenvError(f"{why}: the registry on {address} exited at start ({_last_line(root)})")
+            raise TorchenvError(f"{why}: the registry on {address} exited at start ({_last_line(root)}); check {binary}, then rerun")
         yield ScratchRegistry(address, root / "data")
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -123,9 +123,10 @@ class LayerCache:
     def get(self, diff_id: str) -> Blob | None:
         path = self._path(diff_id)
         meta = _meta(path)
-        if not path.exists() or not meta.exists():
-            return None
-        digest = json.loads(meta.read_text())["digest"]
+        try:
+            digest = json.loads(meta.read_text())["digest"]
+        except (OSError, ValueError, KeyError):
+            return None  # not cached, or its record half-written: compress it again
         # A cached blob is checked before it is used again: a truncated one is made anew.
         sha256 = hashlib.sha256()
         with open(path, "rb") as blob:
@@ -135,12 +136,15 @@ class LayerCache:
             path.unlink()
             return None
         os.utime(path)
+        os.utime(meta)
         return Blob(digest, path.stat().st_size, path)
 
     def put(self, diff_id: str, written: Path, blob: Blob) -> Blob:
         path = self._path(diff_id)
         os.replace(written, path)
-        _meta(path).write_text(json.dumps({"digest": blob.digest, "diff_id": diff_id}))
+        record = path.with_name(f"partial-{path.name}.json")
+        record.write_text(json.dumps({"digest": blob.digest, "diff_id": diff_id}))
+        os.replace(record, _meta(path))
         return Blob(blob.digest, blob.size, path)
 
     def config(self, image_id: str) -> bytes | None:
@@ -163,7 +167,8 @@ class LayerCache:
         cutoff = time.time() - CACHE_DAYS * 86400
         for path in self.folder.iterdir():
             owner = path.with_suffix(".zst") if path.suffix == ".json" else path
-            stale = path.name.startswith("partial-") or (owner not in keep and path.stat().st_mtime < cutoff)
+            # Another push may be writing its partial- files now: only old ones are left over.
+            stale = owner not in keep and path.stat().st_mtime < cutoff
             if stale:
                 path.unlink(missing_ok=True)
 
@@ -197,7 +202,10 @@ def _layers_from_save(image_id: str, wanted: set[str], cache: LayerCache) -> tup
             else:
                 Path(scratch.name).unlink()
     if config is None or "sha256:" + hashlib.sha256(config).hexdigest() != image_id:
-        raise TorchenvError(f"the engine's archive of {image_id[:19]} holds no config with its ID; rerun, or push with --compression gzip")
+        raise TorchenvError(
+            f"the engine's archive of {image_id[:19]} holds no config with its ID (an engine with the containerd image store?): "
+            "the zstd push needs the classic image store; push with --compression gzip"
+        )
     return config, found
 
 
@@ -216,7 +224,8 @@ def write(image_id: str, target: Path, level: int, cache_folder: Path) -> Layout
     missing = [diff_id for diff_id in diff_ids if diff_id not in blobs]
     if missing:
         raise TorchenvError(
-            f"the engine's archive of {image_id[:19]} lacks layer {missing[0][:19]}; rerun, or push with --compression gzip"
+            f"the engine's archive of {image_id[:19]} lacks layer {missing[0][:19]} (an engine with the containerd image store?): "
+            "the zstd push needs the classic image store; push with --compression gzip"
         )
     manifest: dict[str, object] = {
         "schemaVersion": 2,
