@@ -71,7 +71,7 @@ FIGURES = (
         " MB",
     ),
     Figure(
-        "pushed with zstd 19 (the default) / naive pushed with gzip",
+        "pushed with zstd (`invoke push`) / naive pushed with gzip",
         lambda s, t: ratio(s["zstd"], s["naive_gzip"], "GB", GB) if s.get("zstd") else None,
         0.9,
     ),

@@ -1,0 +1,46 @@
+"""The publishing bench's tables and verdicts, from made-up trials (the bench itself runs
+for half an hour against two engines; its arithmetic should not fail at the end)."""
+
+from typing import Any
+
+from bench import publishing, pull_ready
+
+
+def trial(ready: float, bound: str = "CPU") -> dict[str, Any]:
+    return {"pulled": ready - 2, "ready": ready, "image_bytes": 4_000_000_000, "bound": bound}
+
+
+def test_the_push_table_gives_each_row_as_ratios_of_the_naive_gzip_median() -> None:
+    rows = {
+        "cores": 2,
+        "naive gzip": [{"seconds": 200.0, "bytes": 2.5e9}, {"seconds": 190.0, "bytes": 2.5e9}],
+        "zstd 9 x2": {"seconds": 97.5, "bytes": 1.7e9},
+    }
+    table = publishing.push_table(rows)
+    assert "| naive, `docker push` (gzip), median of 2 | 2.50 | 1.00 | 195 | 1.00 |" in table
+    assert "| torchenv, zstd 9 x2 | 1.70 | 0.68 | 98 | 0.50 |" in table
+
+
+def test_the_pull_table_has_the_median_ratio_each_pairs_ratio_and_the_floor() -> None:
+    results = {
+        "configuration": {"engine": "26.1.5", "storage_driver": "overlay2"},
+        "trials": {"torchenv": [trial(40), trial(30), trial(36)], "naive": [trial(80), trial(70), trial(60)]},
+        "floor": {"write_bytes_per_s": 400e6, "image_bytes": 4e9, "decode_s_one_core": 5.0, "seconds": 15.0},
+    }
+    table = pull_ready.table(results)
+    assert "| classic store: torchenv | 36.0 | 30.0-40.0 | CPU |" in table
+    assert "| classic store: ratio (median of ready) | 0.51 | per pair: 0.50, 0.43, 0.60 | 2 of 3 pairs <= 0.5 |" in table
+    assert "= 10.0 s, plus zstd's decode on one core 5.0 s = 15.0 s." in table
+    assert "Engine: engine 26.1.5, storage_driver overlay2" in table
+
+
+def test_a_host_without_a_second_engine_says_so_in_the_table() -> None:
+    assert pull_ready.table({"unavailable": "not root"}) == "(pull-to-ready left out: not root)"
+
+
+def test_a_trial_is_called_cpu_bound_when_both_cores_were_busy() -> None:
+    sampler = pull_ready.Sampler()
+    sampler.samples = [(0.0, [0, 0, 0, 0, 0, 0, 0], 0), (1.0, [90, 0, 5, 5, 0, 0, 0], 10)]
+    assert sampler.summary() == {"cpu_busy": 0.95, "iowait": 0.0, "written_bytes": 10240, "bound": "CPU (every core)"}
+    sampler.samples = [(0.0, [0, 0, 0, 0, 0, 0, 0], 0), (1.0, [30, 0, 10, 20, 40, 0, 0], 0)]
+    assert sampler.summary()["bound"] == "disk"
