@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import pull_ready
+from bench import performance, pull_ready
 from bench.performance import WORK, local_registry, naive_image, pushed_layers, quiet
 from torchenv import PROJECT_ROOT, engine
 from torchenv.model.matrix import load_matrix
@@ -34,13 +34,7 @@ REPOSITORY = "bench"
 
 def push_gzip(image: str, registry: str) -> int:
     """`docker push` of IMAGE (gzip, the engine's own); returns the bytes the registry holds."""
-    alias = f"{registry}/{REPOSITORY}:gzip"
-    engine.get().tag(image, alias)
-    try:
-        engine.get().push(alias)
-    finally:
-        engine.get().remove_image(alias)
-    return sum(pushed_layers(registry, REPOSITORY, "gzip"))
+    return sum(performance.push_gzip(image, registry, REPOSITORY, "gzip"))
 
 
 def push_zstd(image: str, registry: str, level: int) -> int:

@@ -29,7 +29,7 @@ from typing import Any
 
 import docker
 
-from bench.performance import local_registry
+from bench.performance import local_registry, push_gzip
 from torchenv import engine
 from torchenv.pipeline import zstd_push
 
@@ -255,11 +255,7 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
         ours, theirs = f"{registry}/{REPOSITORY}:torchenv", f"{registry}/{REPOSITORY}:naive"
         zstd_push.push(engine.get().require_image(image).id, [ours], registry, Path(work), level)
         blobs = sorted((Path(work) / "zstd-layers").glob("*.zst"))
-        engine.get().tag(naive, theirs)
-        try:
-            engine.get().push(theirs)
-        finally:
-            engine.get().remove_image(theirs)
+        push_gzip(naive, registry, REPOSITORY, "naive")
         trials: dict[str, list[dict[str, Any]]] = {"torchenv": [], "naive": []}
         for pair in range(pairs):
             order = [("torchenv", ours, VERIFY), ("naive", theirs, NAIVE_READY)]
