@@ -86,3 +86,11 @@ def test_an_archive_that_lacks_a_layer_is_one_line_and_writes_no_layout(image: I
     ):
         write(fake(image, without=1), image, tmp_path, "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_layer_whose_blob_is_gone_is_compressed_again(image: Image, tmp_path: Path) -> None:
+    docker = fake(image)
+    first = write(docker, image, tmp_path, "one")
+    for blob in (tmp_path / "cache").glob("*.zst"):
+        blob.unlink()
+    assert write(docker, image, tmp_path, "two").manifest_digest == first.manifest_digest

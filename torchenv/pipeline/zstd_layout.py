@@ -129,9 +129,12 @@ class LayerCache:
             return None  # not cached, or its record half-written: compress it again
         # A cached blob is checked before it is used again: a truncated one is made anew.
         sha256 = hashlib.sha256()
-        with open(path, "rb") as blob:
-            while chunk := blob.read(_CHUNK):
-                sha256.update(chunk)
+        try:
+            with open(path, "rb") as blob:
+                while chunk := blob.read(_CHUNK):
+                    sha256.update(chunk)
+        except FileNotFoundError:
+            return None
         if "sha256:" + sha256.hexdigest() != digest:
             path.unlink()
             return None
@@ -168,9 +171,9 @@ class LayerCache:
         for path in self.folder.iterdir():
             owner = path.with_suffix(".zst") if path.suffix == ".json" else path
             # Another push may be writing its partial- files now: only old ones are left over.
-            stale = owner not in keep and path.stat().st_mtime < cutoff
-            if stale:
-                path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if owner not in keep and path.stat().st_mtime < cutoff:
+                    path.unlink()
 
 
 def _meta(blob: Path) -> Path:
