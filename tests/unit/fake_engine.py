@@ -149,10 +149,6 @@ class FakeEngine:
         buffer.seek(0)
         yield buffer
 
-    def save(self, reference: str, path: Path) -> None:
-        self.calls.append(("save", reference))
-        path.write_bytes(b"")
-
     # --- build cache and builds --------------------------------------------------------
 
     def build_cache(self) -> list[CacheRecord]:

@@ -214,10 +214,6 @@ class DockerEngine:
             if close:
                 close()
 
-    def save(self, reference: str, path: Path) -> None:
-        with self.saved(reference) as stream, open(path, "wb") as archive:
-            shutil.copyfileobj(stream, archive, 1 << 20)
-
     # --- the build cache -------------------------------------------------------------
 
     def build_cache(self) -> list[CacheRecord]:
