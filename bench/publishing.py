@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--variant", default="cu117")
     parser.add_argument("--levels", default="3,6,9,12")
     parser.add_argument("--one-thread-level", type=int, default=9, help="the level also measured on one compression thread")
-    parser.add_argument("--pairs", type=int, default=5, help="ABBA pairs of pull-to-ready trials")
+    parser.add_argument("--pairs", type=int, default=5, help="ABBA pairs of pull-to-ready trials (0: keep the earlier classic rows)")
     parser.add_argument("--containerd-pairs", type=int, default=2, help="ABBA pairs with the containerd image store (the second row)")
     parser.add_argument("--skip-push", action="store_true")
     parser.add_argument("--skip-pull", action="store_true")
@@ -103,6 +103,8 @@ def main() -> None:
     variant = matrix.get(args.variant)
     WORK.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    measured_before = results.get("pull", {}).get("measured", results.get("measured"))
+    push_measured = results.get("push_measured", results.get("measured"))
     results |= {"variant": variant.name, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(f"bench: building {variant.name} and the naive image (log: {WORK / 'bench.log'})", file=sys.stderr)
     quiet(lambda: build_variant(variant, matrix, settings))
@@ -111,15 +113,34 @@ def main() -> None:
     if not args.skip_push:
         levels = [int(level) for level in args.levels.split(",")]
         results["push"] = push_rows(image, naive, levels, args.one_thread_level)
+        results["push_measured"] = push_measured = results["measured"]
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if not args.skip_pull:
+        earlier = results.get("pull", {})
         results["pull"] = pull_ready.measure(image, naive, settings.zstd_level, args.pairs, args.containerd_pairs)
+        if args.pairs == 0:
+            results["pull"] = with_earlier_classic_rows(results["pull"], earlier, measured_before)
+        results["pull"].setdefault("measured", results["measured"])
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     print(table)
-    heading = f"# The publishing path, measured\n\n`./invokew bench --publishing`, {results['measured']}, {variant.name}."
+    when = results["measured"] if push_measured == results["measured"] else f"{results['measured']} (the push rows: {push_measured})"
+    heading = f"# The publishing path, measured\n\n`./invokew bench --publishing`, {when}, {variant.name}."
     REPORT.write_text(f"{heading}\n\n{table}\n")
     print(f"\n(results in {RESULTS.relative_to(PROJECT_ROOT)} and {REPORT.relative_to(PROJECT_ROOT)})")
+
+
+def with_earlier_classic_rows(fresh: dict[str, Any], earlier: dict[str, Any], measured_before: str | None) -> dict[str, Any]:
+    """FRESH measured only the containerd store's row: the classic store's rows and floor stay
+    from EARLIER, with the engine and the date they were measured on."""
+    if not earlier.get("trials") or "unavailable" in fresh:
+        return fresh
+    before = earlier.get("classic", {})
+    classic = {
+        "measured": before.get("measured", earlier.get("measured", measured_before)),
+        "configuration": before.get("configuration", earlier.get("configuration")),
+    }
+    return fresh | {"trials": earlier["trials"], "floor": earlier["floor"], "classic": classic}
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -274,7 +274,8 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
             store = {"unavailable": str(reason)}
         decode = decode_seconds(blobs)
     bandwidth = write_bandwidth(ROOT.parent)
-    written = statistics.median(t["image_bytes"] for t in trials["torchenv"])
+    measured = trials["torchenv"] or store.get("torchenv") or []
+    written = statistics.median(t["image_bytes"] for t in measured) if measured else 0
     return {
         "configuration": configuration,
         "level": level,
@@ -326,4 +327,9 @@ def table(results: dict[str, Any]) -> str:
         else "Floor: no zstd tool here to measure the decode time.",
         "Engine: " + ", ".join(f"{key} {value}" for key, value in config.items()),
     ]
+    if (classic := results.get("classic")) and classic.get("configuration") not in (None, config):
+        lines.append(
+            f"The classic store's rows and the floor were measured earlier ({classic['measured']}), on: "
+            + ", ".join(f"{key} {value}" for key, value in classic["configuration"].items())
+        )
     return "\n".join(lines)

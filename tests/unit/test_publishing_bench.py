@@ -44,3 +44,29 @@ def test_a_trial_is_called_cpu_bound_when_both_cores_were_busy() -> None:
     assert sampler.summary() == {"cpu_busy": 0.95, "iowait": 0.0, "written_bytes": 10240, "bound": "CPU (every core)"}
     sampler.samples = [(0.0, [0, 0, 0, 0, 0, 0, 0], 0), (1.0, [30, 0, 10, 20, 40, 0, 0], 0)]
     assert sampler.summary()["bound"] == "disk"
+
+
+def test_a_containerd_only_run_keeps_the_classic_rows_with_their_own_engine_and_date() -> None:
+    earlier = {
+        "configuration": {"engine": "26.1.5", "kernel": "old"},
+        "trials": {"torchenv": [trial(56)], "naive": [trial(99)]},
+        "floor": {"write_bytes_per_s": 1e9, "image_bytes": 4.46e9, "decode_s_one_core": 9.1, "seconds": 13.5},
+    }
+    fresh = {
+        "configuration": {"engine": "26.1.5", "kernel": "new"},
+        "trials": {"torchenv": [], "naive": []},
+        "containerd_store": {"torchenv": [trial(43)], "naive": [trial(90)]},
+        "floor": {"write_bytes_per_s": 1e9, "image_bytes": 0, "decode_s_one_core": 9.0, "seconds": 9.0},
+    }
+    merged = publishing.with_earlier_classic_rows(fresh, earlier, "2026-12-02 16:14 UTC")
+    assert merged["trials"] == earlier["trials"] and merged["floor"] == earlier["floor"]
+    assert merged["containerd_store"] == fresh["containerd_store"] and merged["configuration"]["kernel"] == "new"
+    table = pull_ready.table(merged)
+    assert "| classic store: ratio (median of ready) | 0.57 |" in table
+    assert "| containerd store: ratio (median of ready) | 0.48 |" in table
+    assert "measured earlier (2026-12-02 16:14 UTC), on: engine 26.1.5, kernel old" in table
+    # A second containerd-only run keeps the first date and engine, not its own.
+    again = publishing.with_earlier_classic_rows(fresh, merged | {"configuration": {"kernel": "newer"}}, "later")
+    assert again["classic"] == merged["classic"]
+    # Nothing earlier to keep: the fresh result as it is.
+    assert publishing.with_earlier_classic_rows(fresh, {}, None) is fresh
