@@ -303,6 +303,10 @@ def _row(label: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -
     ]
 
 
+def described(configuration: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in configuration.items())
+
+
 def table(results: dict[str, Any]) -> str:
     if "unavailable" in results:
         return f"(pull-to-ready left out: {results['unavailable']})"
@@ -325,11 +329,11 @@ def table(results: dict[str, Any]) -> str:
         f"{decode:.1f} s = {floor['seconds']:.1f} s."
         if decode is not None
         else "Floor: no zstd tool here to measure the decode time.",
-        "Engine: " + ", ".join(f"{key} {value}" for key, value in config.items()),
+        f"Engine: {described(config)}",
     ]
     if (classic := results.get("classic")) and classic.get("configuration") not in (None, config):
         lines.append(
-            f"The classic store's rows and the floor were measured earlier ({classic['measured']}), on: "
-            + ", ".join(f"{key} {value}" for key, value in classic["configuration"].items())
+            f"The classic store's rows and the floor were measured earlier ({classic['measured']}), "
+            f"on: {described(classic['configuration'])}"
         )
     return "\n".join(lines)
