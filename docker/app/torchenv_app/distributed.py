@@ -10,8 +10,10 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from torchenv_app.cluster import LaunchPlan
+
 # Options of `train` that only the launcher reads; the ranks get the rest.
-LAUNCH_OPTIONS = {"--nproc": 1, "--nnodes": 1, "--node-rank": 1, "--master": 1, "--ddp": 0}
+LAUNCH_OPTIONS = {"--nproc": 1, "--nnodes": 1, "--node-rank": 1, "--master": 1, "--rdzv": 1, "--max-restarts": 1, "--ddp": 0}
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,10 @@ class Ranks:
 
 
 def current() -> Ranks | None:
-    """This process's place when torchrun started it, else None (a single process)."""
-    if "LOCAL_RANK" not in os.environ:
+    """This process's place when torchrun started it, else None (a single process, or the
+    launcher). TORCHELASTIC_RUN_ID, not LOCAL_RANK: enroot's PyTorch hook exports RANK and
+    LOCAL_RANK into every Slurm task, before any torchrun ran."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
         return None
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     world_size = int(os.environ["WORLD_SIZE"])
@@ -56,22 +60,30 @@ def rank_argv(argv: list[str]) -> list[str]:
     return kept
 
 
-def launch(argv: list[str], nproc: int, nnodes: int, node_rank: int, master: str) -> int:
-    """Runs `train` as NPROC processes on this node (of NNODES) through torchrun; returns the
-    first failed rank's own exit code, so each failure keeps its meaning."""
+def torchrun_options(plan: LaunchPlan, loopback_port: int) -> list[str]:
+    """torchrun's options for PLAN, in the spellings torch 2.0's torchrun accepts."""
+    options = ["--nproc_per_node", str(plan.nproc), "--nnodes", str(plan.nnodes), "--max_restarts", str(plan.max_restarts)]
+    if plan.nnodes == 1 and plan.rdzv == "static":
+        # Loopback and a free port, not --standalone: that hands the workers this host's
+        # name, which a container without a network cannot resolve (they would wait forever).
+        return [*options, "--master_addr", "127.0.0.1", "--master_port", str(loopback_port)]
+    if plan.rdzv == "static":
+        return [*options, "--node_rank", str(plan.node_rank), "--master_addr", plan.master_host, "--master_port", str(plan.master_port)]
+    # c10d: node 0 hosts the store. Said outright: torch guesses it from host names, and a
+    # Service's short name (job-0.svc) or a second NIC makes node 0 guess no.
+    is_host = "is_host=1" if plan.node_rank == 0 else "is_host=0"
+    return [*options, "--rdzv_backend", "c10d", "--rdzv_endpoint", plan.master, "--rdzv_id", plan.rdzv_id, "--rdzv_conf", is_host]
+
+
+def launch(argv: list[str], plan: LaunchPlan) -> int:
+    """Runs `train` as PLAN's processes on this node through torchrun; returns the first
+    failed rank's own exit code, so each failure keeps its meaning."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     # torch threads per process: the node's cores shared out, not oversubscribed.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    if nnodes == 1:
-        # Loopback and a free port, not --standalone: that hands the workers this host's
-        # name, which a container without a network cannot resolve (they would wait forever).
-        host, port = "127.0.0.1", str(free_port())
-    else:
-        host, _, port = master.rpartition(":")
-    options = ["--nproc_per_node", str(nproc), "--nnodes", str(nnodes), "--node_rank", str(node_rank)]
-    options += ["--master_addr", host, "--master_port", port]
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.nproc)))
+    options = torchrun_options(plan, free_port())
     try:
         run(get_args_parser().parse_args([*options, "--module", "torchenv_app.train", *rank_argv(argv)]))
     except ChildFailedError as error:

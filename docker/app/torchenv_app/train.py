@@ -15,13 +15,12 @@ import gc
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from torchenv_app import distributed, gpu, support
+from torchenv_app import cluster, distributed, gpu, support
 from torchenv_app.support import compile_unsupported
 
 EXIT_OK = 0
@@ -96,22 +95,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out", type=Path, default=Path(os.environ.get("TORCHENV_OUT", "out")), help="where metrics.json and checkpoint.pt go"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    parser.add_argument("--nproc", type=positive_int, default=1, help="processes on this node (DistributedDataParallel: gloo/NCCL)")
     parser.add_argument(
         "--ddp", action="store_true", help="DistributedDataParallel through torchrun even for one process (a one-GPU node of a job)"
     )
-    parser.add_argument("--nnodes", type=positive_int, default=1, help="nodes taking part, each running train with its --node-rank")
-    parser.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nnodes-1")
-    parser.add_argument(
-        "--master", default=os.environ.get("TORCHENV_MASTER", "localhost:29500"), help="HOST:PORT of node 0, for --nnodes > 1"
-    )
+    cluster.add_arguments(parser)
+    parser.add_argument("--max-restarts", type=count, default=0, help="times torchrun restarts the job's processes after a failure")
     args = parser.parse_args(argv)
-    if not 0 <= args.node_rank < args.nnodes:
-        parser.error(f"--node-rank must be between 0 and --nnodes - 1 ({args.nnodes - 1}), got {args.node_rank}")
-    if args.resume and args.nnodes > 1:
-        parser.error("--resume works on one node only: the checkpoint is in node 0's --out")
-    if args.nnodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", args.master):
-        parser.error(f"--master must be HOST:PORT, got {args.master!r}")
     return args
 
 
@@ -383,20 +372,45 @@ def agreement(model: Any, ranks: distributed.Ranks) -> dict[str, Any]:
     return report
 
 
+def launch_plan(args: argparse.Namespace, env: dict[str, str] | None = None) -> cluster.LaunchPlan:
+    """The flags, filled in from the cluster engine's environment and then the defaults."""
+    plan = cluster.plan_from(args, dict(os.environ) if env is None else env, auto_nproc, max_restarts=args.max_restarts)
+    if args.resume and plan.nnodes > 1:
+        raise cluster.ClusterError("--resume works on one node only: the checkpoint is in node 0's --out")
+    return plan
+
+
+def auto_nproc() -> int:
+    """torchrun's "auto": a process per visible GPU, else per core."""
+    return len(gpu.visible_devices()) or os.cpu_count() or 1
+
+
+def launch(argv: list[str], args: argparse.Namespace, plan: cluster.LaunchPlan) -> int:
+    try:
+        pick_device(args.device, plan.nproc, announce=False)  # refused here, before torchrun starts a process
+    except TrainError as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return error.exit_code
+    if plan.engine:
+        print(f"train: {plan.engine}: node {plan.node_rank} of {plan.nnodes}, rendezvous {plan.rdzv} at {plan.master}", flush=True)
+    start = time.perf_counter()
+    code = distributed.launch(argv, plan)
+    print(f"train: {plan.nproc} process(es) on this node, one of {plan.nnodes}, finished in {time.perf_counter() - start:.1f}s")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     ranks = distributed.current()
-    if ranks is None and (args.nproc > 1 or args.nnodes > 1 or args.ddp):
+    if ranks is None:
         try:
-            pick_device(args.device, args.nproc, announce=False)  # refused here, before torchrun starts a process
-        except TrainError as error:
+            plan = launch_plan(args)
+        except cluster.ClusterError as error:
             print(f"train: error: {error}", file=sys.stderr)
-            return error.exit_code
-        start = time.perf_counter()
-        code = distributed.launch(argv, args.nproc, args.nnodes, args.node_rank, args.master)
-        print(f"train: {args.nproc} process(es) on node {args.node_rank} of {args.nnodes} finished in {time.perf_counter() - start:.1f}s")
-        return code
+            return EXIT_USAGE
+        if plan.nproc > 1 or plan.nnodes > 1 or args.ddp:
+            return launch(argv, args, plan)
     try:
         try:
             metrics = train(args, ranks)
