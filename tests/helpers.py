@@ -6,21 +6,22 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from torchenv import PROJECT_ROOT
 from torchenv.pipeline import compose
 
 
-def compose_run(project: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`docker compose run --rm COMMAND` with the project's compose.yaml, ./out and .env in
-    PROJECT (a temporary directory), as the invoking user."""
-    return compose.compose_run(project, *command, **env)
+def compose_run(project: Path, *command: str, overrides: Sequence[Path] = (), **env: str) -> subprocess.CompletedProcess[str]:
+    """`docker compose run --rm COMMAND` with the project's compose.yaml (and OVERRIDES),
+    ./out and .env in PROJECT (a temporary directory), as the invoking user."""
+    return compose.compose_run(project, *command, overrides=overrides, **env)
 
 
-def compose_command(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def compose_command(project: Path, *args: str, overrides: Sequence[Path] = (), **env: str) -> subprocess.CompletedProcess[str]:
     """`docker compose ARGS` for the project in PROJECT."""
-    return compose.compose(project, *args, **env)
+    return compose.compose(project, *args, overrides=overrides, **env)
 
 
 def free_port() -> int:

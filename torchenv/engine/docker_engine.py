@@ -369,14 +369,15 @@ class DockerEngine:
         self,
         args: Sequence[str],
         project_directory: Path,
-        compose_file: Path | None = None,
+        compose_files: Sequence[Path] = (),
         environment: Mapping[str, str] | None = None,
         capture: bool = True,
         timeout: float | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """`docker compose ARGS` for the project in PROJECT_DIRECTORY."""
+        """`docker compose ARGS` for the project in PROJECT_DIRECTORY; later COMPOSE_FILES
+        override earlier ones, as compose merges them."""
         self._require_cli()
-        files = ["--file", str(compose_file)] if compose_file else []
+        files = [option for path in compose_files for option in ("--file", str(path))]
         command = ["docker", "compose", *files, "--project-directory", str(project_directory), *args]
         return subprocess.run(
             command, capture_output=capture, text=True, env={**os.environ, **(environment or {})}, cwd=project_directory, timeout=timeout

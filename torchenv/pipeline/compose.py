@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from torchenv import PROJECT_ROOT, engine
@@ -38,15 +38,23 @@ def prepare(env_file: Path = ENV_FILE, out_dir: Path = OUT_DIR, settings: Settin
 
 
 def compose(
-    project: Path, *args: str, capture: bool = True, timeout: float | None = 900, settings: Settings | None = None, **environment: str
+    project: Path,
+    *args: str,
+    capture: bool = True,
+    timeout: float | None = 900,
+    settings: Settings | None = None,
+    overrides: Sequence[Path] = (),
+    **environment: str,
 ) -> subprocess.CompletedProcess[str]:
-    """`docker compose ARGS` with the project's compose.yaml, for the project directory
-    PROJECT (./out and .env there), as the invoking user."""
+    """`docker compose ARGS` with the project's compose.yaml (merged with OVERRIDES), for the
+    project directory PROJECT (./out and .env there), as the invoking user."""
     env: Mapping[str, str] = {**user_environment(settings), **environment}
-    return engine.get().compose(args, project, COMPOSE_FILE, env, capture=capture, timeout=timeout)
+    return engine.get().compose(args, project, [COMPOSE_FILE, *overrides], env, capture=capture, timeout=timeout)
 
 
-def compose_run(project: Path, *command: str, capture: bool = True, **environment: str) -> subprocess.CompletedProcess[str]:
+def compose_run(
+    project: Path, *command: str, capture: bool = True, overrides: Sequence[Path] = (), **environment: str
+) -> subprocess.CompletedProcess[str]:
     """`docker compose run --rm COMMAND` in PROJECT, prepared first."""
     prepare(env_file=project / ".env", out_dir=project / "out")
-    return compose(project, "run", "--rm", *command, capture=capture, **environment)
+    return compose(project, "run", "--rm", *command, capture=capture, overrides=overrides, **environment)
