@@ -29,6 +29,12 @@ def test_train_two_processes_end_with_the_same_weights(container: TrackedContain
     assert CHECKSUM_LINE.search(result.stdout)[4] == report["checksums"][0]
 
 
+def test_the_image_sets_pytorch_version_for_enroots_hook(container: TrackedContainer, variant: Variant) -> None:
+    # enroot's 50-slurm-pytorch.sh (pyxis) sets MASTER_ADDR/PORT only for images with it.
+    assert container.host.run("printenv PYTORCH_VERSION").stdout.strip() == variant.torch
+    assert container.python("import torch; print(torch.__version__)").startswith(variant.torch_release)
+
+
 def test_train_notices_ranks_that_diverge(container: TrackedContainer) -> None:
     result = container.host.run("TORCHENV_TRAIN_DIVERGE_RANK=1 train --device cpu --nproc 2 --epochs 2 --out /tmp/diverge")
     assert result.rc == 7, result.stdout + result.stderr

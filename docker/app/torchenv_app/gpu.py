@@ -4,6 +4,7 @@ is a vague warning), the devices torch sees and whether this torch has code for 
 from __future__ import annotations
 
 import ctypes
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +107,8 @@ def unsupported(devices: list[Device], compiled: list[str]) -> str | None:
             f"built for {archs.span(compiled)}: {advice}"
         )
     return None
+
+
+def auto_nproc() -> int:
+    """torchrun's "auto": a process per visible GPU, else per core."""
+    return len(visible_devices()) or os.cpu_count() or 1

@@ -23,6 +23,10 @@ def variants() -> dict[str, dict[str, Any]]:
         return {}
 
 
+# Below this per process, /dev/shm is Docker's 64 MB default or near it: DataLoader workers die on it.
+SHM_PER_PROCESS = 2**30
+
+
 def shm_bytes() -> int | None:
     """The size of /dev/shm, through which DataLoader workers hand over their batches (None without one)."""
     try:

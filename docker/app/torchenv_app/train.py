@@ -374,15 +374,10 @@ def agreement(model: Any, ranks: distributed.Ranks) -> dict[str, Any]:
 
 def launch_plan(args: argparse.Namespace, env: dict[str, str] | None = None) -> cluster.LaunchPlan:
     """The flags, filled in from the cluster engine's environment and then the defaults."""
-    plan = cluster.plan_from(args, dict(os.environ) if env is None else env, auto_nproc, max_restarts=args.max_restarts)
+    plan = cluster.plan_from(args, dict(os.environ) if env is None else env, gpu.auto_nproc, max_restarts=args.max_restarts)
     if args.resume and plan.nnodes > 1:
         raise cluster.ClusterError("--resume works on one node only: the checkpoint is in node 0's --out")
     return plan
-
-
-def auto_nproc() -> int:
-    """torchrun's "auto": a process per visible GPU, else per core."""
-    return len(gpu.visible_devices()) or os.cpu_count() or 1
 
 
 def launch(argv: list[str], args: argparse.Namespace, plan: cluster.LaunchPlan) -> int:

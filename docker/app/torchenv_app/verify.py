@@ -16,22 +16,11 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from torchenv_app import archs, gpu, support
+from torchenv_app import archs, cluster, gpu, preflight, support
+from torchenv_app.checks import FAIL, OK, SKIP, WARN, Check
 from torchenv_app.support import compile_unsupported
-
-OK, FAIL, SKIP, WARN = "ok", "fail", "skip", "warn"
-
-# Below this, /dev/shm is Docker's 64 MB default or near it: DataLoader workers die on it.
-SHM_WARN_BYTES = 2**30
-
-
-@dataclass
-class Check:
-    name: str
-    status: str
-    detail: str
 
 
 def expected(name: str) -> str:
@@ -153,7 +142,7 @@ def check_shm() -> Check:
     if size is None:
         return Check("shm", WARN, f"no /dev/shm: {advice}")
     shown = support.shown_bytes(size)
-    if size < SHM_WARN_BYTES:
+    if size < support.SHM_PER_PROCESS:
         return Check("shm", WARN, f"/dev/shm is {shown}: {advice}")
     return Check("shm", OK, f"/dev/shm is {shown}")
 
@@ -233,12 +222,14 @@ CHECKS: list[Callable[[], Check]] = [
 ]
 
 
-def run_checks(skip_compile: bool) -> list[Check]:
+def run_checks(skip_compile: bool, distributed: cluster.LaunchPlan | None = None) -> list[Check]:
     results = []
     for check in CHECKS:
         if skip_compile and check is check_compile:
             results.append(Check("torch.compile", SKIP, "skipped by --no-compile"))
             continue
+        if distributed and check is check_shm:
+            continue  # the distributed checks hold the job's own
         try:
             results.append(check())
         except Exception as error:  # a crashing check is a failed check
@@ -251,9 +242,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="verify", description="Check this torchenv image end to end.")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile check (it takes seconds)")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="also check what a job across nodes needs (run it on every node at once; docs/clusters.md); implied by the launch flags",
+    )
+    parser.add_argument("--wait", type=float, default=60, help="seconds to wait for the master's name and the other nodes (--distributed)")
+    parser.add_argument("--shm-need", type=preflight.parse_size, help="/dev/shm the job needs, e.g. 8g (default: 1g per process)")
+    cluster.add_arguments(parser)
     args = parser.parse_args(argv)
 
-    results = run_checks(args.no_compile)
+    plan = None
+    if args.distributed or any(getattr(args, name) is not None for name in ("nproc", "nnodes", "node_rank", "master", "rdzv")):
+        try:
+            plan = cluster.plan_from(args, os.environ, gpu.auto_nproc)
+        except cluster.ClusterError as error:
+            print(f"verify: error: {error}", file=sys.stderr)
+            return 2
+    results = run_checks(args.no_compile, plan)
+    if plan:
+        results += preflight.run(plan, args.wait, args.shm_need, os.environ)
     passed = all(result.status != FAIL for result in results)
     if args.json:
         report = {
@@ -261,11 +269,15 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.machine(),
             "passed": passed,
             "shm_bytes": support.shm_bytes(),
+            "distributed": asdict(plan) if plan else None,
             "checks": [asdict(result) for result in results],
         }
         print(json.dumps(report, indent=2))
     else:
         print(f"torchenv verify: variant {expected('variant') or '?'} on {platform.machine()}")
+        if plan:
+            where = f"{plan.engine}: " if plan.engine else ""
+            print(f"  {where}node {plan.node_rank} of {plan.nnodes}, {plan.nproc} process(es), rendezvous {plan.rdzv} at {plan.master}")
         for result in results:
             print(f"  {result.status.upper():4}  {result.name:14} {result.detail}")
         print("all checks passed" if passed else "FAILED: " + ", ".join(r.name for r in results if r.status == FAIL))
