@@ -48,7 +48,7 @@ ENROOT_HOOK = {
 
 def plan_for(env: dict[str, str], *flags: str, fqdn: str = "") -> cluster.LaunchPlan:
     args = train.parse_args(list(flags))
-    return cluster.plan_from(args, env, lambda: 8, max_restarts=args.max_restarts, fqdn=lambda: fqdn)
+    return cluster.plan_from(args, env, lambda: 8, max_restarts=args.max_restarts, fqdn=lambda: fqdn, timeout=args.rdzv_timeout)
 
 
 @pytest.mark.parametrize(
@@ -187,14 +187,19 @@ def test_flags_win_over_the_engine_and_nothing_means_one_process() -> None:
 
 
 def test_torchrun_gets_c10d_with_node_0_hosting_the_store_in_torch_2_0_spellings() -> None:
-    worker = plan_for(SLURM_STEP, "--max-restarts", "1")
+    worker = plan_for(SLURM_STEP, "--max-restarts", "1", "--rdzv-timeout", "120")
     options = distributed.torchrun_options(worker, loopback_port=1)
     assert set(options[::2]) <= TORCHRUN_2_0_OPTIONS
     given = dict(zip(options[::2], options[1::2], strict=True))
     assert given["--rdzv_backend"] == "c10d" and given["--rdzv_endpoint"] == worker.master
-    assert (given["--rdzv_conf"], given["--rdzv_id"], given["--max_restarts"], given["--nnodes"]) == ("is_host=0", "4242", "1", "2")
+    assert (given["--rdzv_conf"], given["--rdzv_id"], given["--max_restarts"], given["--nnodes"]) == (
+        "is_host=0,join_timeout=120,read_timeout=120",
+        "4242",
+        "1",
+        "2",
+    )
     master = plan_for({**SLURM_STEP, "SLURMD_NODENAME": "gpu07", "SLURM_NODEID": "0"})
-    assert dict(zip(*[iter(distributed.torchrun_options(master, 1))] * 2, strict=True))["--rdzv_conf"] == "is_host=1"
+    assert dict(zip(*[iter(distributed.torchrun_options(master, 1))] * 2, strict=True))["--rdzv_conf"].startswith("is_host=1,")
     static = distributed.torchrun_options(plan_for({}, "--nnodes", "2", "--node-rank", "1", "--master", "h:5", "--rdzv", "static"), 1)
     assert set(static[::2]) <= TORCHRUN_2_0_OPTIONS and static[-6:] == ["--node_rank", "1", "--master_addr", "h", "--master_port", "5"]
     alone = distributed.torchrun_options(plan_for({}, "--nproc", "2"), loopback_port=4711)

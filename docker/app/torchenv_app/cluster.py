@@ -15,6 +15,9 @@ DEFAULT_PORT = 29500
 # training-operator's default for PyTorchJob when the master's container names no port.
 PYTORCHJOB_PORT = 23456
 RENDEZVOUS = ("c10d", "static")
+# Seconds a node waits for the others and for node 0's store: torch's static rendezvous
+# default. c10d's own (60 s to reach the store) fails a job whose node 0 is scheduled late.
+RDZV_TIMEOUT = 900
 
 
 class ClusterError(ValueError):
@@ -46,6 +49,7 @@ class LaunchPlan:
     rdzv_id: str
     max_restarts: int
     engine: str
+    timeout: int = RDZV_TIMEOUT
 
     @property
     def master_host(self) -> str:
@@ -231,6 +235,7 @@ def plan(
     max_restarts: int,
     default_master: str,
     auto_nproc: Callable[[], int],
+    timeout: int = RDZV_TIMEOUT,
 ) -> LaunchPlan:
     """Flags first, then the engine, then the defaults; the engine's "auto" process count is
     AUTO_NPROC (the visible GPUs, else the cores, as torchrun counts them)."""
@@ -254,6 +259,7 @@ def plan(
         rdzv_id=placement.rdzv_id or "torchenv",
         max_restarts=max_restarts,
         engine=placement.engine,
+        timeout=timeout,
     )
 
 
@@ -282,6 +288,7 @@ def plan_from(
     auto_nproc: Callable[[], int],
     max_restarts: int = 0,
     fqdn: Callable[[], str] = socket.getfqdn,
+    timeout: int = RDZV_TIMEOUT,
 ) -> LaunchPlan:
     """add_arguments' flags, filled in from the engine's environment ENV, then the defaults."""
     return plan(
@@ -294,4 +301,5 @@ def plan_from(
         max_restarts=max_restarts,
         default_master=env.get("TORCHENV_MASTER") or "localhost:29500",
         auto_nproc=auto_nproc,
+        timeout=timeout,
     )

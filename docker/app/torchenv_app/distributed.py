@@ -7,13 +7,23 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from torchenv_app.cluster import LaunchPlan
 
 # Options of `train` that only the launcher reads; the ranks get the rest.
-LAUNCH_OPTIONS = {"--nproc": 1, "--nnodes": 1, "--node-rank": 1, "--master": 1, "--rdzv": 1, "--max-restarts": 1, "--ddp": 0}
+LAUNCH_OPTIONS = {
+    "--nproc": 1,
+    "--nnodes": 1,
+    "--node-rank": 1,
+    "--master": 1,
+    "--rdzv": 1,
+    "--max-restarts": 1,
+    "--rdzv-timeout": 1,
+    "--ddp": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -71,23 +81,53 @@ def torchrun_options(plan: LaunchPlan, loopback_port: int) -> list[str]:
         return [*options, "--node_rank", str(plan.node_rank), "--master_addr", plan.master_host, "--master_port", str(plan.master_port)]
     # c10d: node 0 hosts the store. Said outright: torch guesses it from host names, and a
     # Service's short name (job-0.svc) or a second NIC makes node 0 guess no.
-    is_host = "is_host=1" if plan.node_rank == 0 else "is_host=0"
-    return [*options, "--rdzv_backend", "c10d", "--rdzv_endpoint", plan.master, "--rdzv_id", plan.rdzv_id, "--rdzv_conf", is_host]
+    conf = f"is_host={int(plan.node_rank == 0)},join_timeout={plan.timeout},read_timeout={plan.timeout}"
+    return [*options, "--rdzv_backend", "c10d", "--rdzv_endpoint", plan.master, "--rdzv_id", plan.rdzv_id, "--rdzv_conf", conf]
+
+
+class RendezvousFailed(Exception):
+    """The nodes did not meet; the message says why in one line."""
+
+
+def wait_for_master(plan: LaunchPlan) -> None:
+    """Node 0's name, resolved before torchrun starts: a Service's record or a late node's
+    DNS entry can appear after this node starts, and torch gives up on it sooner."""
+    deadline = time.monotonic() + plan.timeout
+    while True:
+        try:
+            socket.getaddrinfo(plan.master_host, plan.master_port, socket.AF_INET, socket.SOCK_STREAM)
+            return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise RendezvousFailed(
+                    f"the master {plan.master_host} did not resolve within {plan.timeout} s ({error.strerror or error}): "
+                    "start node 0, and check its name with verify --distributed"
+                ) from None
+        time.sleep(1)
 
 
 def launch(argv: list[str], plan: LaunchPlan) -> int:
     """Runs `train` as PLAN's processes on this node through torchrun; returns the first
-    failed rank's own exit code, so each failure keeps its meaning."""
+    failed rank's own exit code, so each failure keeps its meaning. Raises RendezvousFailed."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser, run
 
     # torch threads per process: the node's cores shared out, not oversubscribed.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.nproc)))
+    if plan.nnodes > 1:
+        wait_for_master(plan)
     options = torchrun_options(plan, free_port())
     try:
         run(get_args_parser().parse_args([*options, "--module", "torchenv_app.train", *rank_argv(argv)]))
     except ChildFailedError as error:
         return min(failure.exitcode for failure in error.failures.values())
+    except RendezvousError as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RendezvousFailed(
+            f"the nodes did not meet at {plan.master} within {plan.timeout} s ({type(error).__name__}: {first}): "
+            "start train on every node, and check node 0's port with verify --distributed"
+        ) from None
     return 0
 
 

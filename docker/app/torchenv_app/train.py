@@ -32,6 +32,7 @@ EXIT_LOSS_NOT_FINITE = 6
 EXIT_RANKS_DIVERGED = 7
 EXIT_GPU_UNSUPPORTED = 8
 EXIT_SHARED_MEMORY = 9
+EXIT_RENDEZVOUS = 10
 
 # "Clearly below": the last epoch's mean loss must be at most this share of the first's.
 REQUIRED_LOSS_RATIO = 0.5
@@ -100,6 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     cluster.add_arguments(parser)
     parser.add_argument("--max-restarts", type=count, default=0, help="times torchrun restarts the job's processes after a failure")
+    parser.add_argument(
+        "--rdzv-timeout", type=positive_int, default=cluster.RDZV_TIMEOUT, help="seconds to wait for node 0 and the other nodes"
+    )
     args = parser.parse_args(argv)
     return args
 
@@ -374,7 +378,9 @@ def agreement(model: Any, ranks: distributed.Ranks) -> dict[str, Any]:
 
 def launch_plan(args: argparse.Namespace, env: dict[str, str] | None = None) -> cluster.LaunchPlan:
     """The flags, filled in from the cluster engine's environment and then the defaults."""
-    plan = cluster.plan_from(args, dict(os.environ) if env is None else env, gpu.auto_nproc, max_restarts=args.max_restarts)
+    plan = cluster.plan_from(
+        args, dict(os.environ) if env is None else env, gpu.auto_nproc, max_restarts=args.max_restarts, timeout=args.rdzv_timeout
+    )
     if args.resume and plan.nnodes > 1:
         raise cluster.ClusterError("--resume works on one node only: the checkpoint is in node 0's --out")
     return plan
@@ -389,7 +395,11 @@ def launch(argv: list[str], args: argparse.Namespace, plan: cluster.LaunchPlan) 
     if plan.engine:
         print(f"train: {plan.engine}: node {plan.node_rank} of {plan.nnodes}, rendezvous {plan.rdzv} at {plan.master}", flush=True)
     start = time.perf_counter()
-    code = distributed.launch(argv, plan)
+    try:
+        code = distributed.launch(argv, plan)
+    except distributed.RendezvousFailed as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return EXIT_RENDEZVOUS
     print(f"train: {plan.nproc} process(es) on this node, one of {plan.nnodes}, finished in {time.perf_counter() - start:.1f}s")
     return code
 
