@@ -111,13 +111,25 @@ def applies(item: pytest.Item) -> bool:
     return not (item.get_closest_marker("mmdebstrap_base") and not entry.variant.debian_suite)
 
 
+def repeats_a_torch_release(item: pytest.Item, first_per_release: dict[tuple[str, str, str], str]) -> bool:
+    """A test marked one_per_torch runs on the first image selected of each torch release
+    (and project); on the others it would run the same torchrun again."""
+    callspec = getattr(item, "callspec", None)
+    entry = callspec.params.get("under_test") if callspec else None
+    if entry is None or not item.get_closest_marker("one_per_torch"):
+        return False
+    key = (entry.variant.torch_release, entry.variant.platform, str(entry.project))
+    return first_per_release.setdefault(key, entry.id) != entry.id
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Such a test is deselected where it does not apply: a skip would not be a pass (and an
     image whose test record holds a skip is not pushed)."""
-    dropped = [item for item in items if not applies(item)]
+    first_per_release: dict[tuple[str, str, str], str] = {}
+    dropped = [item for item in items if not applies(item) or repeats_a_torch_release(item, first_per_release)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if applies(item)]
+        items[:] = [item for item in items if item not in dropped]
 
 
 @pytest.fixture(scope="session")

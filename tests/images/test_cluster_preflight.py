@@ -13,6 +13,10 @@ import pytest
 from ..helpers import compose_command, compose_run
 from .test_distributed import CHECKSUM_LINE
 
+# The launcher is the image's Python code on torchrun: one image per torch release shows it.
+pytestmark = pytest.mark.one_per_torch
+
+
 NODE1 = ["--nnodes", "2", "--node-rank", "1", "--no-compile", "--wait", "3"]
 
 

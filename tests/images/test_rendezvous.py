@@ -7,8 +7,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from ..helpers import compose_command, compose_run
 from .test_distributed import CHECKSUM_LINE
+
+# The launcher is the image's Python code on torchrun: one image per torch release shows it.
+pytestmark = pytest.mark.one_per_torch
+
 
 EXIT_RENDEZVOUS = 10
 
