@@ -24,7 +24,7 @@ def test_node_1_first_and_node_0_late_still_train_one_model(image: str, tmp_path
     try:
         with ThreadPoolExecutor(1) as pool:
             node1 = pool.submit(compose_run, tmp_path, "--no-deps", "train-ddp", **env)
-            time.sleep(20)  # node 1 waits for a name that does not exist yet
+            time.sleep(10)  # node 1 waits for a name that does not exist yet
             assert not node1.done(), node1.result().stdout + node1.result().stderr
             started = compose_command(tmp_path, "--profile", "ddp", "up", "--detach", "ddp-node0", **env)
             assert started.returncode == 0, started.stderr
