@@ -30,6 +30,7 @@ from torchenv.model.settings import Settings
 from torchenv.model.trust import trust_from
 from torchenv.pipeline import audit as audit_pipeline
 from torchenv.pipeline import compose, publish, run
+from torchenv.pipeline import slurm as slurm_pipeline
 from torchenv.pipeline.build import build_variant, image_tag
 from torchenv.pipeline.clean import clean as clean_torchenv
 from torchenv.pipeline.image_trust import Untrusted
@@ -297,6 +298,39 @@ def train(c: Context, variant: str | None = None, args: str = "", platform: str 
     run_in_image(c, variant, platform, ["train", *args.split()])
 
 
+@task(
+    help={
+        "variant": "variant whose image the cluster runs (default: the matrix's default)",
+        "args": "extra arguments for train, e.g. '--epochs 3'",
+        "keep": "leave the cluster running (docker compose in build/slurm) to submit more jobs",
+        "script": "instead: write a batch script for a real cluster, pyxis or apptainer, and print its path",
+        "image": "with --script: the image the cluster pulls (default: the variant's pushed digest in images/digests.json)",
+        "nodes": "with --script: how many nodes (default 2)",
+        "gpus_per_node": "with --script: GPUs to ask for on each node, one process each (default 1)",
+    }
+)
+@one_line_errors
+def slurm(
+    c: Context,
+    variant: str | None = None,
+    args: str = "",
+    keep: bool = False,
+    script: str = "",
+    image: str = "",
+    nodes: int = 2,
+    gpus_per_node: int = 1,
+) -> None:
+    """Train the demo with sbatch on a two-node Slurm cluster in containers; or write a pyxis/Apptainer batch script."""
+    settings, matrix, (entry,) = chosen(c, variant)
+    if script:
+        reference = image or slurm_pipeline.default_reference(entry, settings)
+        path = slurm_pipeline.write_script(script, entry, reference, nodes, gpus_per_node, settings.work_dir / "slurm-scripts")
+        print(f"torchenv: wrote {path} (sbatch it on the cluster; it runs {reference})")
+        return
+    out = slurm_pipeline.rehearse(entry, matrix, settings, args.split(), keep)
+    print(f"torchenv: the Slurm job trained on 2 nodes; metrics and checkpoint in {out}")
+
+
 @task(help={"variant": "variant to open a shell in", "platform": PLATFORM_HELP})
 @one_line_errors
 def shell(c: Context, variant: str | None = None, platform: str = "") -> None:
@@ -393,6 +427,24 @@ def clean(c: Context) -> None:
 
 
 namespace = Collection(
-    list_, matrix, lock, lock_tools, build, repro, push, pull, verify_image, audit, verify, train, shell, test, demo, bench, report, clean
+    list_,
+    matrix,
+    lock,
+    lock_tools,
+    build,
+    repro,
+    push,
+    pull,
+    verify_image,
+    audit,
+    verify,
+    train,
+    shell,
+    slurm,
+    test,
+    demo,
+    bench,
+    report,
+    clean,
 )
 namespace.configure({"torchenv": {}})

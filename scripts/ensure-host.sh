@@ -55,6 +55,8 @@ install_packages() {
   command -v zstd >/dev/null || optional+=(zstd)
   # `invoke push` signs and attests, `invoke pull` checks, with cosign (Debian 13 packages it).
   command -v cosign >/dev/null || optional+=(cosign)
+  # The tests check the Slurm batch-script templates with shellcheck.
+  command -v shellcheck >/dev/null || optional+=(shellcheck)
   # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
   # (Debian 12 has 18: trixie's then).
   node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null && command -v npm >/dev/null \
@@ -72,13 +74,13 @@ install_packages() {
         && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
       die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python >= 3.11 with venv, then rerun."
     fi
-    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests, zstd pushes and repro --against cannot run, without zstd the bench shows no floor, without cosign no signed pushes or checked pulls, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
+    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests, zstd pushes and repro --against cannot run, without zstd the bench shows no floor, without cosign no signed pushes or checked pulls, without shellcheck no check of the Slurm templates, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
     return 0
   fi
   export DEBIAN_FRONTEND=noninteractive
   local pkgs=() all=" ${missing[*]} ${optional[*]} "
   [[ $all == *" python3"* ]] && pkgs+=(python3 python3-venv)
-  for package in mmdebstrap docker-registry skopeo zstd qemu-user-static binfmt-support arch-test; do
+  for package in mmdebstrap docker-registry skopeo zstd shellcheck qemu-user-static binfmt-support arch-test; do
     [[ $all == *" $package "* ]] && pkgs+=("$package")
   done
   if [[ $all == *" engine "* || $all == *" cosign "* ]]; then

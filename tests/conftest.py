@@ -32,6 +32,7 @@ TIERS = {
     "mirror": ("docker", "image", "network"),
     "projects": ("docker", "image", "network"),
     "devcontainer": ("docker", "image", "network"),
+    "clusters": ("docker", "image", "network"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,6 +12,9 @@ from pathlib import Path
 
 from torchenv import PROJECT_ROOT
 from torchenv.pipeline import compose
+
+# What train prints on each node at the end of a run across processes.
+CHECKSUM_LINE = re.compile(r"train: node (\d): final parameter checksums of all (\d+) ranks on (\d) node\(s\) agree: ([0-9a-f]{64})$", re.M)
 
 
 def compose_run(project: Path, *command: str, overrides: Sequence[Path] = (), **env: str) -> subprocess.CompletedProcess[str]:

@@ -51,6 +51,13 @@ CASES = [
     ),
     (["test", "--variant", "cu999"], {}, r"^torchenv: error: unknown variant 'cu999'"),
     (
+        # images/digests.json records no push in a clean checkout.
+        ["slurm", "--script", "pyxis"],
+        {},
+        r"^torchenv: error: no pushed cu117 is recorded in digests.json; say which image the cluster pulls: --image REGISTRY/",
+    ),
+    (["slurm", "--script", "lsf", "--image", "x"], {}, r"^torchenv: error: no Slurm template 'lsf'; choose one of apptainer, pyxis$"),
+    (
         ["build", "--variant", "cu117"],
         {"TORCHENV_MATRIX": "/nonexistent/matrix.toml"},
         r"^torchenv: error: /nonexistent/matrix.toml: matrix file not found",

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import compose_command, compose_run
-from .test_distributed import CHECKSUM_LINE
+from ..helpers import CHECKSUM_LINE, compose_command, compose_run
 
 # The launcher is the image's Python code on torchrun: one image per torch release shows it.
 pytestmark = pytest.mark.one_per_torch

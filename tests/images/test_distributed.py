@@ -4,17 +4,14 @@ compose demo with two containers as two nodes; every rank must end with the same
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from torchenv.model.matrix import Variant
 
-from ..helpers import compose_command, compose_run
+from ..helpers import CHECKSUM_LINE, compose_command, compose_run
 from .conftest import TrackedContainer
-
-CHECKSUM_LINE = re.compile(r"train: node (\d): final parameter checksums of all (\d+) ranks on (\d) node\(s\) agree: ([0-9a-f]{64})$", re.M)
 
 
 def test_train_two_processes_end_with_the_same_weights(container: TrackedContainer) -> None:

@@ -54,6 +54,9 @@ STAGES = (BASE_STAGE, INSTALLER_STAGE, TORCH_STAGE, RUNTIME_STAGE, PROJECT_STAGE
 # What the descriptions of torchenv's build cache records mention (a stage, the uv cache
 # mount's id, /opt/torchenv), and no one else's.
 BUILD_CACHE_MARK = "torchenv"
+# docker/slurm/Dockerfile's one stage, and its image's repository suffix (torchenv-slurm).
+SLURM_STAGE = "torchenv-slurm"
+SLURM_SUFFIX = "slurm"
 # docker/base/Dockerfile's one stage.
 ROOTFS_STAGE = "torchenv-rootfs"
 
