@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from torchenv_app.cluster import LaunchPlan
+
+# How many restarts the launcher gave torchrun, for the ranks' own advice on a failure.
+MAX_RESTARTS_ENV = "TORCHENV_MAX_RESTARTS"
 
 # Options of `train` that only the launcher reads; the ranks get the rest.
 LAUNCH_OPTIONS = {
@@ -89,6 +93,17 @@ class RendezvousFailed(Exception):
     """The nodes did not meet; the message says why in one line."""
 
 
+class ProcessLost(Exception):
+    """A process of this node died of a signal (killed, out of memory) with no restart left."""
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def wait_for_master(plan: LaunchPlan) -> None:
     """Node 0's name, resolved before torchrun starts: a Service's record or a late node's
     DNS entry can appear after this node starts, and torch gives up on it sooner."""
@@ -108,20 +123,31 @@ def wait_for_master(plan: LaunchPlan) -> None:
 
 def launch(argv: list[str], plan: LaunchPlan) -> int:
     """Runs `train` as PLAN's processes on this node through torchrun; returns the first
-    failed rank's own exit code, so each failure keeps its meaning. Raises RendezvousFailed."""
+    failed rank's own exit code, so each failure keeps its meaning. Raises RendezvousFailed,
+    and ProcessLost for a process killed by a signal."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser, run
 
     # torch threads per process: the node's cores shared out, not oversubscribed.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.nproc)))
+    os.environ[MAX_RESTARTS_ENV] = str(plan.max_restarts)
     if plan.nnodes > 1:
         wait_for_master(plan)
     options = torchrun_options(plan, free_port())
     try:
         run(get_args_parser().parse_args([*options, "--module", "torchenv_app.train", *rank_argv(argv)]))
     except ChildFailedError as error:
-        return min(failure.exitcode for failure in error.failures.values())
+        codes = {rank: failure.exitcode for rank, failure in error.failures.items()}
+        killed = {rank: code for rank, code in codes.items() if code < 0}
+        if killed:
+            rank, code = min(killed.items())
+            raise ProcessLost(
+                f"rank {rank} on this node was killed by {signal_name(-code)} and torchrun had no restart left "
+                f"(--max-restarts {plan.max_restarts}): rerun on every node, with --max-restarts {plan.max_restarts + 1} "
+                "or more to resume from the last epoch's checkpoint by itself"
+            ) from None
+        return min(codes.values())
     except RendezvousError as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise RendezvousFailed(

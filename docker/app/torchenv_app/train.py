@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchenv_app import cluster, distributed, gpu, support
+from torchenv_app import cluster, distributed, elastic, gpu, support
 from torchenv_app.support import compile_unsupported
 
 EXIT_OK = 0
@@ -33,6 +33,8 @@ EXIT_RANKS_DIVERGED = 7
 EXIT_GPU_UNSUPPORTED = 8
 EXIT_SHARED_MEMORY = 9
 EXIT_RENDEZVOUS = 10
+# A process or node of a multi-node job was lost, and torchrun has no restart left.
+EXIT_PROCESS_LOST = 11
 
 # "Clearly below": the last epoch's mean loss must be at most this share of the first's.
 REQUIRED_LOSS_RATIO = 0.5
@@ -232,8 +234,12 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
     checkpoint_path, metrics_path = args.out / "checkpoint.pt", args.out / "metrics.json"
 
     history: list[dict[str, float]] = []
+    state: dict[str, Any] | None = None
     if args.resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device)
+    elif ranks is not None:
+        state = elastic.resume_state(torch, checkpoint_path, ranks.rank, ranks.world_size)
+    if state is not None:
         if state.get("features", FEATURES) != args.features:
             raise TrainError(
                 f"--resume: {checkpoint_path} is of a model for --features {state.get('features', FEATURES)}, not {args.features}; "
@@ -244,13 +250,16 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
         if main_process:
-            print(f"train: resumed from {checkpoint_path} after epoch {len(history)}")
+            again = f" (restart {elastic.restart_count()})" if elastic.restart_count() else ""
+            print(f"train: resumed{again} from {checkpoint_path} after epoch {len(history)}", flush=True)
     if ranks is not None:
         # DDP starts every rank from rank 0's weights and averages the gradients.
         model = nn.parallel.DistributedDataParallel(model)
     step = torch.compile(model) if args.compile else model
     loss_function = nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(args.seed + 1)
+    for _ in history:  # the orders of the epochs done: a resumed run draws what it would have
+        torch.randperm(args.samples, generator=order)
     rank, world_size = (ranks.rank, ranks.world_size) if ranks else (0, 1)
 
     if main_process:
@@ -299,18 +308,23 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
                 "samples_per_second": args.samples / seconds,
             }
         )
-        if not main_process:
-            continue
-        print(f"epoch {epoch:3d}/{args.epochs}  loss {history[-1]['loss']:.4f}  accuracy {history[-1]['accuracy']:.3f}  ({seconds:.2f}s)")
-        weights = model.module if ranks is not None else model
-        state = {
-            "model": weights.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "history": history,
-            "seed": args.seed,
-            "features": args.features,
-        }
-        atomic_write(checkpoint_path, functools.partial(save_to, torch, state))
+        if main_process:
+            print(
+                f"epoch {epoch:3d}/{args.epochs}  loss {history[-1]['loss']:.4f}  accuracy {history[-1]['accuracy']:.3f}  ({seconds:.2f}s)"
+            )
+            weights = model.module if ranks is not None else model
+            saved = elastic.stamp(
+                {
+                    "model": weights.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "seed": args.seed,
+                    "features": args.features,
+                }
+            )
+            atomic_write(checkpoint_path, functools.partial(save_to, torch, saved))
+        if ranks is not None and os.environ.get(elastic.FAIL_AFTER_EPOCH):
+            elastic.inject_fault(torch, epoch, checkpoint_path, ranks.is_node_main)
 
     metrics = {
         "variant": os.environ.get("TORCHENV_VARIANT", ""),
@@ -338,6 +352,22 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
     if main_process:
         atomic_write(metrics_path, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
+
+
+def peer_lost_error(error: RuntimeError, ranks: distributed.Ranks) -> TrainError:
+    first = (str(error).strip().splitlines() or ["?"])[0][:160]
+    return TrainError(
+        f"rank {ranks.rank} of {ranks.world_size} lost another process of the job ({first}); {restart_advice()}",
+        EXIT_PROCESS_LOST,
+    )
+
+
+def restart_advice() -> str:
+    """What happens next, by the restarts torchrun has left (the launcher says how many it was given)."""
+    allowed, done = int(os.environ.get(distributed.MAX_RESTARTS_ENV, "0")), elastic.restart_count()
+    if done < allowed:
+        return f"torchrun starts every process again (restart {done + 1} of {allowed}) and train resumes from the last epoch's checkpoint"
+    return f"rerun on every node, with --max-restarts {allowed + 1} or more to resume from the last epoch's checkpoint by itself"
 
 
 def worker_died_of_shared_memory(error: RuntimeError) -> bool:
@@ -400,7 +430,11 @@ def launch(argv: list[str], args: argparse.Namespace, plan: cluster.LaunchPlan) 
     except distributed.RendezvousFailed as error:
         print(f"train: error: {error}", file=sys.stderr)
         return EXIT_RENDEZVOUS
-    print(f"train: {plan.nproc} process(es) on this node, one of {plan.nnodes}, finished in {time.perf_counter() - start:.1f}s")
+    except distributed.ProcessLost as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return EXIT_PROCESS_LOST
+    if code == EXIT_OK:
+        print(f"train: {plan.nproc} process(es) on this node, one of {plan.nnodes}, finished in {time.perf_counter() - start:.1f}s")
     return code
 
 
@@ -420,12 +454,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             metrics = train(args, ranks)
         except RuntimeError as error:
+            if ranks is not None and elastic.peer_gone(error):
+                raise peer_lost_error(error, ranks) from None
             if not worker_died_of_shared_memory(error):
                 raise
             raise shared_memory_error(args) from None
     except TrainError as error:
-        if ranks is None or ranks.is_main:
-            print(f"train: error: {error}", file=sys.stderr)
+        if ranks is None or ranks.is_main or error.exit_code == EXIT_PROCESS_LOST:
+            print(f"train: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
     if ranks is not None and not metrics["distributed"]["checksums_equal"]:
         print("train: error: the ranks ended with different weights; DistributedDataParallel did not keep them in step", file=sys.stderr)
