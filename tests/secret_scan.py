@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import queue
 import re
 import tarfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -17,15 +19,16 @@ from typing import IO
 
 from torchenv import engine
 
-# Each pattern with a literal that every match contains: a cheap `in` test first keeps
-# the regex off the gigabytes of binaries that cannot match.
-CREDENTIAL_PATTERNS: list[tuple[tuple[bytes, ...], re.Pattern[bytes]]] = [
-    ((b"PRIVATE KEY-----",), re.compile(rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----")),
-    ((b"AKIA",), re.compile(rb"(?<![A-Za-z0-9])AKIA[0-9A-Z]{16}(?![A-Za-z0-9])")),  # an AWS access key id
-    ((b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"), re.compile(rb"gh[pousr]_[A-Za-z0-9]{36}")),  # a GitHub token
-    ((b"xox",), re.compile(rb"xox[abprs]-[0-9A-Za-z-]{10,}")),  # a Slack token
-    ((b'"auth"',), re.compile(rb'"auth"\s*:\s*"[A-Za-z0-9+/]{12,}={0,2}"')),  # a docker config.json login
-    ((b"://",), re.compile(rb"[a-z][a-z0-9+.-]*://[A-Za-z0-9._~%-]+:[A-Za-z0-9._~%!$&'()*+,;=-]+@[A-Za-z0-9.-]+")),  # user:pass@
+# Each pattern with a locator: a short regex that every match contains. The locator scans
+# the gigabytes of binaries (re's literal search is faster than bytes.find here), the
+# pattern only a window around each place the locator found.
+CREDENTIAL_PATTERNS: list[tuple[re.Pattern[bytes], re.Pattern[bytes]]] = [
+    (re.compile(rb"PRIVATE KEY-----"), re.compile(rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----")),
+    (re.compile(rb"AKIA"), re.compile(rb"(?<![A-Za-z0-9])AKIA[0-9A-Z]{16}(?![A-Za-z0-9])")),  # an AWS access key id
+    (re.compile(rb"gh[pousr]_"), re.compile(rb"gh[pousr]_[A-Za-z0-9]{36}")),  # a GitHub token
+    (re.compile(rb"xox"), re.compile(rb"xox[abprs]-[0-9A-Za-z-]{10,}")),  # a Slack token
+    (re.compile(rb'"auth"'), re.compile(rb'"auth"\s*:\s*"[A-Za-z0-9+/]{12,}={0,2}"')),  # a docker config.json login
+    (re.compile(rb"://"), re.compile(rb"[a-z][a-z0-9+.-]*://[A-Za-z0-9._~%-]+:[A-Za-z0-9._~%!$&'()*+,;=-]+@[A-Za-z0-9.-]+")),  # user:pass@
 ]
 
 # Matches that are not secrets, each with why: (path pattern inside a layer, matched text).
@@ -58,7 +61,7 @@ def is_known(where: str, text: bytes) -> bool:
 
 def scan_saved_image(image: str, needles: list[bytes]) -> ScanResult:
     with engine.get().saved(image) as stream:
-        return scan_archive(stream, needles)
+        return scan_archive(io.BufferedReader(_Prefetched(stream), 1 << 20), needles)
 
 
 def scan_archive(stream: IO[bytes], needles: list[bytes]) -> ScanResult:
@@ -71,10 +74,27 @@ def scan_files(files: Iterable[tuple[str, bytes]], needles: list[bytes]) -> Scan
     result = ScanResult()
     for where, data in files:
         result.needles += [(where, needle) for needle in needles if needle in data]
-        for literals, pattern in CREDENTIAL_PATTERNS:
-            if any(literal in data for literal in literals):
-                result.credentials += [(where, match.group()[:120]) for match in pattern.finditer(data)]
+        for locator, pattern in CREDENTIAL_PATTERNS:
+            result.credentials += [(where, text) for text in credentials(data, locator, pattern)]
     return result
+
+
+# How far a credential reaches around its locator: a URL's scheme and a PEM header before
+# it, a token after it.
+BEFORE, AFTER = 96, 4096
+
+
+def credentials(data: bytes, locator: re.Pattern[bytes], pattern: re.Pattern[bytes]) -> list[bytes]:
+    """PATTERN's matches in DATA, each found from a place LOCATOR matched: the pattern runs
+    on a window around each, not across the gigabytes between (a scheme-like run before
+    every byte of a binary made a whole-file search of the URL pattern slow)."""
+    found: dict[int, bytes] = {}
+    for located in locator.finditer(data):
+        at = located.start()
+        for match in pattern.finditer(data, max(0, at - BEFORE), located.end() + AFTER):
+            if match.start() <= at < match.end():
+                found.setdefault(match.start(), match.group()[:120])
+    return [found[start] for start in sorted(found)]
 
 
 def registry_files(data: Path, largest: int = 8 << 20) -> Iterator[tuple[str, bytes]]:
@@ -135,3 +155,40 @@ class _Prepended(io.RawIOBase):
         data = self.rest.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+class _Prefetched(io.RawIOBase):
+    """STREAM read ahead by a thread of its own: the engine's socket is read while the scan
+    searches what came before (the search holds the interpreter, a socket's read does not)."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, stream: IO[bytes], ahead: int = 64) -> None:
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(ahead)
+        self.pending = b""
+        self.thread = threading.Thread(target=self._fill, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _fill(self, stream: IO[bytes]) -> None:
+        try:
+            while chunk := stream.read(self.CHUNK):
+                self.chunks.put(chunk)
+            self.chunks.put(b"")
+        except BaseException as error:  # handed to the reader, raised there
+            self.chunks.put(error)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self.pending:
+            item = self.chunks.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                self.chunks.put(b"")  # every later read sees the end too
+                return 0
+            self.pending = item
+        count = min(len(buffer), len(self.pending))
+        buffer[:count], self.pending = self.pending[:count], self.pending[count:]
+        return count

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 
-from ..secret_scan import scan_archive
+from ..secret_scan import CREDENTIAL_PATTERNS, credentials, scan_archive
 
 
 def test_the_scan_finds_a_planted_credential() -> None:
@@ -31,3 +31,13 @@ def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
+
+
+def test_the_windowed_search_finds_what_a_whole_file_search_finds() -> None:
+    """Credentials are matched in windows around their locators: on a binary-like blob with
+    URLs, schemes and keys at its edges, the same matches as the regex over the whole blob."""
+    filler = bytes(range(256)) * 400
+    planted = [b"https://user:pw@host.example", b"ftp://x://y:z@h.io", b"-----BEGIN EC PRIVATE KEY-----", b"xoxb-0123456789-abc"]
+    data = b"git+ssh://a:b@c.d" + b"".join(filler + item for item in planted) + b"://" + filler + b"AKIAABCDEFGHIJKLMNOP"
+    for locator, pattern in CREDENTIAL_PATTERNS:
+        assert credentials(data, locator, pattern) == [match.group()[:120] for match in pattern.finditer(data)]
