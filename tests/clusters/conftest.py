@@ -1,28 +1,17 @@
 """Fixtures for the cluster rehearsals: the matrix's default variant (the smallest image
-built here), built by the same code as `invoke build`."""
+built here, the one the projects' tests build on), built by the same code as `invoke build`."""
 
 from __future__ import annotations
 
 import pytest
 
-from torchenv.model.matrix import Matrix, Variant, load_matrix
+from torchenv.model.matrix import Matrix, Variant
 from torchenv.model.settings import Settings
 from torchenv.pipeline.build import build_variant
 
+from ..projects.conftest import matrix, settings, variant
 
-@pytest.fixture(scope="session")
-def settings() -> Settings:
-    return Settings.load()
-
-
-@pytest.fixture(scope="session")
-def matrix(settings: Settings) -> Matrix:
-    return load_matrix(settings.matrix)
-
-
-@pytest.fixture(scope="session")
-def variant(matrix: Matrix) -> Variant:
-    return matrix.get(matrix.default_variant)
+__all__ = ["image", "matrix", "settings", "variant"]
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,6 +84,17 @@ def lossy_nodes(folder: Path, restarts: int, node: bool) -> Path:
     return override
 
 
+def lossy_pair(image: str, folder: Path, restarts: int) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """Node 1 (its process lost after epoch 3) run to its end beside node 0: (node 1's run, node 0's logs)."""
+    env, overrides = {"TORCHENV_IMAGE": image}, [lossy_nodes(folder, restarts, node=False)]
+    try:
+        node1 = compose_run(folder, "train-ddp", overrides=overrides, **env)
+        node0 = compose_command(folder, "logs", "--no-color", "--no-log-prefix", "ddp-node0", overrides=overrides, **env)
+    finally:
+        compose_command(folder, "--profile", "ddp", "down", "--volumes", overrides=overrides, **env)
+    return node1, node0
+
+
 def uninterrupted_checksum(image: str) -> str:
     """The same training in one container, two processes, nothing lost."""
     output = engine.get().output_of(image, ["train", "--device", "cpu", "--nproc", "2", "--epochs", str(EPOCHS), "--out", "/tmp/ref"])
@@ -90,12 +102,7 @@ def uninterrupted_checksum(image: str) -> str:
 
 
 def test_a_lost_process_restarts_both_nodes_from_the_last_checkpoint(image: str, tmp_path: Path) -> None:
-    env, overrides = {"TORCHENV_IMAGE": image}, [lossy_nodes(tmp_path, restarts=1, node=False)]
-    try:
-        node1 = compose_run(tmp_path, "train-ddp", overrides=overrides, **env)
-        node0 = compose_command(tmp_path, "logs", "--no-color", "--no-log-prefix", "ddp-node0", overrides=overrides, **env)
-    finally:
-        compose_command(tmp_path, "--profile", "ddp", "down", "--volumes", overrides=overrides, **env)
+    node1, node0 = lossy_pair(image, tmp_path, restarts=1)
     output = node1.stdout + node1.stderr + node0.stdout + node0.stderr
     assert node1.returncode == 0, output
     assert (tmp_path / "out" / ".torchenv-fault-injected").is_file(), "the fault never happened"
@@ -125,12 +132,7 @@ def test_a_lost_node_rejoins_and_the_job_resumes(image: str, tmp_path: Path) -> 
 
 
 def test_a_lost_process_without_restarts_fails_in_one_line_on_both_nodes(image: str, tmp_path: Path) -> None:
-    env, overrides = {"TORCHENV_IMAGE": image}, [lossy_nodes(tmp_path, restarts=0, node=False)]
-    try:
-        node1 = compose_run(tmp_path, "train-ddp", overrides=overrides, **env)
-        node0 = compose_command(tmp_path, "logs", "--no-color", "--no-log-prefix", "ddp-node0", overrides=overrides, **env)
-    finally:
-        compose_command(tmp_path, "--profile", "ddp", "down", "--volumes", overrides=overrides, **env)
+    node1, node0 = lossy_pair(image, tmp_path, restarts=0)
     assert node1.returncode == EXIT_PROCESS_LOST, node1.stdout + node1.stderr
     # c10d ranks follow the order of arrival: node 1's process may be rank 0 or 1.
     assert re.fullmatch(
