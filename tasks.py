@@ -29,7 +29,7 @@ from torchenv.model.project import load_project
 from torchenv.model.settings import Settings
 from torchenv.model.trust import trust_from
 from torchenv.pipeline import audit as audit_pipeline
-from torchenv.pipeline import compose, publish, run
+from torchenv.pipeline import compose, kubernetes, publish, run
 from torchenv.pipeline import slurm as slurm_pipeline
 from torchenv.pipeline.build import build_variant, image_tag
 from torchenv.pipeline.clean import clean as clean_torchenv
@@ -323,12 +323,45 @@ def slurm(
     """Train the demo with sbatch on a two-node Slurm cluster in containers; or write a pyxis/Apptainer batch script."""
     settings, matrix, (entry,) = chosen(c, variant)
     if script:
-        reference = image or slurm_pipeline.default_reference(entry, settings)
+        reference = image or publish.pushed_reference(entry, settings)
         path = slurm_pipeline.write_script(script, entry, reference, nodes, gpus_per_node, settings.work_dir / "slurm-scripts")
         print(f"torchenv: wrote {path} (sbatch it on the cluster; it runs {reference})")
         return
     out = slurm_pipeline.rehearse(entry, matrix, settings, args.split(), keep)
     print(f"torchenv: the Slurm job trained on 2 nodes; metrics and checkpoint in {out}")
+
+
+@task(
+    help={
+        "variant": "variant whose image the pods run (default: the matrix's default)",
+        "kind": "indexed-job (a Job and its headless Service) or pytorchjob (Kubeflow's)",
+        "name": "the job's name (default torchenv-train)",
+        "nodes": "pods, one torchrun each (default 2)",
+        "image": "the image the cluster pulls (default: the variant's pushed digest in images/digests.json)",
+        "gpus_per_node": "GPUs each pod asks for, one process each (CUDA variants; default 1)",
+        "shm_size": "each pod's /dev/shm, a memory emptyDir (default 8Gi)",
+        "out_claim": "a ReadWriteMany PersistentVolumeClaim for /out, where a restarted pod finds the checkpoint",
+    }
+)
+@one_line_errors
+def manifests(
+    c: Context,
+    variant: str | None = None,
+    kind: str = "indexed-job",
+    name: str = "torchenv-train",
+    nodes: int = 2,
+    image: str = "",
+    gpus_per_node: int = 1,
+    shm_size: str = "8Gi",
+    out_claim: str = "",
+) -> None:
+    """Write Kubernetes manifests that train the demo on N pods: an Indexed Job or a PyTorchJob (kubectl apply -f)."""
+    settings, _, (entry,) = chosen(c, variant)
+    spec = kubernetes.JobSpec(
+        kind, name, image or publish.pushed_reference(entry, settings), nodes, gpus_per_node, shm_size, out_claim or None
+    )
+    path = kubernetes.write(entry, spec, settings.work_dir / "manifests")
+    print(f"torchenv: wrote {path} (kubectl apply -f {path}; it runs {spec.image})")
 
 
 @task(help={"variant": "variant to open a shell in", "platform": PLATFORM_HELP})
@@ -441,6 +474,7 @@ namespace = Collection(
     train,
     shell,
     slurm,
+    manifests,
     test,
     demo,
     bench,

@@ -58,6 +58,11 @@ CASES = [
     ),
     (["slurm", "--script", "lsf", "--image", "x"], {}, r"^torchenv: error: no Slurm template 'lsf'; choose one of apptainer, pyxis$"),
     (
+        ["manifests", "--kind", "mpijob", "--image", "x"],
+        {},
+        r"^torchenv: error: no manifest kind 'mpijob'; choose one of indexed-job, pytorchjob$",
+    ),
+    (
         ["build", "--variant", "cu117"],
         {"TORCHENV_MATRIX": "/nonexistent/matrix.toml"},
         r"^torchenv: error: /nonexistent/matrix.toml: matrix file not found",

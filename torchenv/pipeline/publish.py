@@ -302,3 +302,16 @@ def verify_reference(reference: str, matrix: Matrix, settings: Settings, trust: 
                 f"its provenance names lock sha256 {named.lock_sha256!r}, but this checkout's {named.variant} lock is {wanted!r}"
             )
     return verified
+
+
+def pushed_reference(variant: Variant, settings: Settings) -> str:
+    """The image a cluster's job names unless told (`invoke slurm --script`, `invoke
+    manifests`): the variant's pushed digest recorded in images/digests.json."""
+    record = read_digests(settings).get(variant.name)
+    pushed = record.platforms.get(variant.platform) if record else None
+    if record is None or pushed is None:
+        raise TorchenvError(
+            f"no pushed {variant.name} is recorded in {settings.digests_file.name}; say which image the cluster pulls: "
+            f"--image REGISTRY/{settings.image_name}:{variant.name} (pushed with invoke push --registry REGISTRY)"
+        )
+    return f"{record.repository}@{pushed.digest}"

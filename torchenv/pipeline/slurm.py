@@ -17,7 +17,6 @@ from torchenv.errors import TorchenvError
 from torchenv.model import names
 from torchenv.model.matrix import Matrix, Variant
 from torchenv.model.settings import Settings
-from torchenv.pipeline import publish
 from torchenv.pipeline.build import build_variant, image_tag
 
 SLURM_DIR = PROJECT_ROOT / "docker" / "slurm"
@@ -192,16 +191,3 @@ def write_script(kind: str, variant: Variant, reference: str, nodes: int, gpus_p
     path.write_text(render(kind, variant, reference, nodes, gpus_per_node))
     path.chmod(0o755)
     return path
-
-
-def default_reference(variant: Variant, settings: Settings) -> str:
-    """The image a cluster's script names unless told: the variant's pushed digest recorded
-    in images/digests.json (a cluster pulls it from there)."""
-    record = publish.read_digests(settings).get(variant.name)
-    pushed = record.platforms.get(variant.platform) if record else None
-    if record is None or pushed is None:
-        raise TorchenvError(
-            f"no pushed {variant.name} is recorded in {settings.digests_file.name}; say which image the cluster pulls: "
-            f"--image REGISTRY/{settings.image_name}:{variant.name} (pushed with invoke push --registry REGISTRY)"
-        )
-    return f"{record.repository}@{pushed.digest}"
