@@ -105,6 +105,11 @@ def labels(spec: JobSpec, variant: Variant) -> dict[str, str]:
     return {"app.kubernetes.io/name": "torchenv", "app.kubernetes.io/instance": spec.name, "torchenv/variant": variant.name}
 
 
+def object_metadata(spec: JobSpec, variant: Variant) -> dict[str, Any]:
+    """The name and labels of every object a job's manifests hold."""
+    return {"name": spec.name, "labels": labels(spec, variant)}
+
+
 def indexed_job(variant: Variant, spec: JobSpec) -> list[dict[str, Any]]:
     """The headless Service that names each pod (<job>-<index>.<job>), published before the
     pods are ready so that pod 0's name resolves while the others wait for it, and the
@@ -116,7 +121,7 @@ def indexed_job(variant: Variant, spec: JobSpec) -> list[dict[str, Any]]:
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": spec.name, "labels": labels(spec, variant)},
+        "metadata": object_metadata(spec, variant),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -127,7 +132,7 @@ def indexed_job(variant: Variant, spec: JobSpec) -> list[dict[str, Any]]:
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": spec.name, "labels": labels(spec, variant)},
+        "metadata": object_metadata(spec, variant),
         "spec": {
             "completionMode": "Indexed",
             "completions": spec.nodes,
@@ -159,7 +164,7 @@ def pytorchjob(variant: Variant, spec: JobSpec) -> list[dict[str, Any]]:
         {
             "apiVersion": "kubeflow.org/v1",
             "kind": "PyTorchJob",
-            "metadata": {"name": spec.name, "labels": labels(spec, variant)},
+            "metadata": object_metadata(spec, variant),
             "spec": {"runPolicy": {"backoffLimit": spec.max_restarts}, "pytorchReplicaSpecs": replicas},
         }
     ]
