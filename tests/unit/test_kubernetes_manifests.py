@@ -7,10 +7,10 @@ launcher: every pod must find the same master, the node count and a rank of its 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,31 +23,37 @@ from torchenv.pipeline.kubernetes import JobSpec
 sys.path.insert(0, str(PROJECT_ROOT / "docker" / "app"))
 from torchenv_app import cluster, train
 
+from ..clusters import controllers
+from ..clusters.pods import Pod, environment, fqdn, main_container
+
 NAMESPACE = "research"
 
 
-def launch_plan(env: dict[str, str], fqdn: str, command: list[str]) -> cluster.LaunchPlan:
-    args = train.parse_args(command[1:])
-    return cluster.plan_from(args, env, lambda: 8, max_restarts=args.max_restarts, fqdn=lambda: fqdn, timeout=args.rdzv_timeout)
-
-
-def variables(main: dict[str, Any]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in main.get("env", [])}
+def launch_plans(pods: list[Pod]) -> list[cluster.LaunchPlan]:
+    """Each pod's environment, as the controller and the kubelet make it, handed to train's
+    launcher with the container's own command."""
+    plans = []
+    for pod in pods:
+        command = [*main_container(pod)["command"], *main_container(pod).get("args", [])]
+        assert command[0] == "train", command
+        args = train.parse_args(command[1:])
+        name = functools.partial(fqdn, pod, NAMESPACE)
+        found = cluster.plan_from(args, environment(pod), lambda: 8, max_restarts=args.max_restarts, fqdn=name, timeout=args.rdzv_timeout)
+        plans.append(found)
+    return plans
 
 
 def test_every_indexed_job_pod_finds_pod_0_through_the_service() -> None:
     variant = load_matrix().get("cu121")
-    service, job = kubernetes.manifests(variant, JobSpec("indexed-job", "finetune", "ghcr.io/org/torchenv:cu121", nodes=3, gpus_per_node=4))
+    documents = kubernetes.manifests(variant, JobSpec("indexed-job", "finetune", "ghcr.io/org/torchenv:cu121", nodes=3, gpus_per_node=4))
+    service, job = documents
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
     pod = job["spec"]["template"]["spec"]
     # The Job controller labels its pods job-name=<job>: the Service's selector must match.
     assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
     assert pod["subdomain"] == service["metadata"]["name"] and job["spec"]["completionMode"] == "Indexed"
     (main,) = pod["containers"]
-    plans = []
-    for index in range(job["spec"]["completions"]):
-        fqdn = f"{job['metadata']['name']}-{index}.{pod['subdomain']}.{NAMESPACE}.svc.cluster.local"
-        plans.append(launch_plan({**variables(main), "JOB_COMPLETION_INDEX": str(index)}, fqdn, main["command"]))
+    plans = launch_plans(controllers.indexed_job_pods(documents))
     assert {plan.master for plan in plans} == {f"finetune-0.finetune.{NAMESPACE}.svc.cluster.local:29500"}
     assert [plan.node_rank for plan in plans] == [0, 1, 2] and {plan.nnodes for plan in plans} == {3}
     assert {(plan.rdzv, plan.max_restarts, plan.nproc) for plan in plans} == {("c10d", 3, 4)}  # a process per GPU asked for
@@ -57,25 +63,13 @@ def test_every_indexed_job_pod_finds_pod_0_through_the_service() -> None:
 
 def test_every_pytorchjob_pod_finds_the_master_the_controller_names() -> None:
     variant = load_matrix().get("cu117")
-    (job,) = kubernetes.manifests(variant, JobSpec("pytorchjob", "finetune", "ghcr.io/org/torchenv:cu117", nodes=3))
-    replicas = job["spec"]["pytorchReplicaSpecs"]
+    documents = kubernetes.manifests(variant, JobSpec("pytorchjob", "finetune", "ghcr.io/org/torchenv:cu117", nodes=3))
+    replicas = documents[0]["spec"]["pytorchReplicaSpecs"]
     assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 2)
-    plans = []
-    for role, count in (("Master", 1), ("Worker", 2)):
-        (main,) = replicas[role]["template"]["spec"]["containers"]
-        assert main["name"] == "pytorch"  # the container the controller sets its variables in
-        port = next(port["containerPort"] for port in main["ports"] if port["name"] == "pytorchjob-port")
-        assert not variables(main), "the controller sets the job's variables; the manifest none"
-        for index in range(count):
-            rank = 0 if role == "Master" else index + 1
-            env = {
-                "MASTER_ADDR": "finetune-master-0",
-                "MASTER_PORT": str(port),
-                "WORLD_SIZE": "3",
-                "RANK": str(rank),
-                "PYTHONUNBUFFERED": "1",
-            }
-            plans.append(launch_plan(env, f"finetune-{role.lower()}-{index}", main["command"]))
+    pods = controllers.pytorchjob_pods(documents)
+    for pod in pods:
+        assert not main_container(pod).get("env"), "the controller sets the job's variables; the manifest none"
+    plans = launch_plans(pods)
     assert {plan.master for plan in plans} == {"finetune-master-0:23456"}
     assert sorted(plan.node_rank for plan in plans) == [0, 1, 2] and {plan.nnodes for plan in plans} == {3}
     assert {plan.nproc for plan in plans} == {1}  # the default: one GPU per pod

@@ -1,0 +1,209 @@
+"""The kubelet's part in the Kubernetes emulation: a pod template becomes one container,
+as a node would run it. No API server can run here; what a pod sees is made as the
+kubelet makes it, from the template's own fields:
+
+- `command` replaces the image's entry point and `args` its command;
+- the pod's and the container's securityContext: runAsUser/runAsGroup, fsGroup (a
+  supplementary group owning every volume), readOnlyRootFilesystem, dropped capabilities,
+  allowPrivilegeEscalation: false (no-new-privileges);
+- volumes: an emptyDir is an empty directory writable by all (a memory one a tmpfs of its
+  sizeLimit; at /dev/shm, the container's /dev/shm of that size); a persistentVolumeClaim is
+  one named volume shared by every pod that claims it (ReadWriteMany), group-owned by fsGroup;
+- the host name `<hostname>` in the domain `<subdomain>.<namespace>.svc.cluster.local`, the
+  DNS names its Services give it, and the search path of a pod's resolv.conf, so a short
+  name (`job-0.job`, `job-master-0`) resolves as it does in the namespace;
+- `env` entries with a `value`, and `valueFrom.fieldRef` read from the pod's metadata.
+
+The controller's part (which pods, their names, the variables it injects) is in
+controllers.py."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+from docker.types import Mount
+
+from torchenv import engine
+from torchenv.model.names import Label
+
+CLUSTER_DOMAIN = "cluster.local"
+FIELD_PATH = re.compile(r"metadata\.(annotations|labels)\['([^']+)'\]")
+
+
+@dataclass(frozen=True)
+class Pod:
+    """One pod as its controller creates it: NAME, the TEMPLATE it stamps, the host name and
+    subdomain it sets, the variables it injects into the container named CONTAINER, and the
+    pod's own annotations and labels (what fieldRef reads)."""
+
+    name: str
+    template: Mapping[str, Any]
+    hostname: str
+    subdomain: str | None = None
+    container: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # Services other than the subdomain's that name this pod (PyTorchJob's one per replica).
+    services: Sequence[str] = ()
+
+
+def fqdn(pod: Pod, namespace: str) -> str:
+    domain = f"{pod.subdomain}.{namespace}.svc.{CLUSTER_DOMAIN}" if pod.subdomain else None
+    return f"{pod.hostname}.{domain}" if domain else pod.hostname
+
+
+def main_container(pod: Pod) -> dict[str, Any]:
+    containers = pod.template["spec"]["containers"]
+    return next(item for item in containers if item["name"] == pod.container) if pod.container else containers[0]
+
+
+def environment(pod: Pod) -> dict[str, str]:
+    """The container's variables: the template's, then the controller's (which win, as the
+    controllers append theirs after the user's and the kubelet takes the last)."""
+    found: dict[str, str] = {}
+    metadata = {"annotations": {**pod.annotations}, "labels": {**pod.labels}}
+    for item in main_container(pod).get("env", []):
+        if "value" in item:
+            found[item["name"]] = item["value"]
+            continue
+        path = item["valueFrom"]["fieldRef"]["fieldPath"]
+        if path == "metadata.name":
+            found[item["name"]] = pod.name
+            continue
+        match = FIELD_PATH.fullmatch(path)
+        assert match, f"the emulation cannot read fieldRef {path}"
+        found[item["name"]] = metadata[match[1]][match[2]]
+    return {**found, **pod.env}
+
+
+def mounts(pod: Pod, claims: Mapping[str, str]) -> tuple[list[Mount], str | None]:
+    """The container's mounts from the pod's volumes, and the size of its /dev/shm."""
+    volumes = {volume["name"]: volume for volume in pod.template["spec"].get("volumes", [])}
+    found, shm_size = [], None
+    for mount in main_container(pod).get("volumeMounts", []):
+        volume, path = volumes[mount["name"]], mount["mountPath"]
+        read_only = bool(mount.get("readOnly"))
+        if "emptyDir" in volume:
+            size = kubernetes_bytes(volume["emptyDir"].get("sizeLimit"))
+            if path == "/dev/shm":
+                shm_size = str(size or 64 * 2**20)
+                continue
+            found.append(Mount(path, None, type="tmpfs", read_only=read_only, tmpfs_size=size, tmpfs_mode=0o1777))
+        elif "persistentVolumeClaim" in volume:
+            found.append(Mount(path, claims[volume["persistentVolumeClaim"]["claimName"]], type="volume", read_only=read_only))
+        else:
+            raise AssertionError(f"the emulation has no volume like {volume}")
+    return found, shm_size
+
+
+def kubernetes_bytes(quantity: str | None) -> int | None:
+    """A Kubernetes quantity ("8Gi", "512Mi", "1G") in bytes."""
+    if quantity is None:
+        return None
+    match = re.fullmatch(r"(\d+)([KMGT]i?)?", quantity)
+    assert match, f"the emulation cannot read the quantity {quantity!r}"
+    suffix = match[2] or ""
+    base = 1024 if suffix.endswith("i") else 1000
+    return int(match[1]) * base ** ("KMGT".index(suffix[0]) + 1 if suffix else 0)
+
+
+def user_of(pod: Pod) -> tuple[str | None, list[int]]:
+    security = pod.template["spec"].get("securityContext", {})
+    own = main_container(pod).get("securityContext", {})
+    user, group = own.get("runAsUser", security.get("runAsUser")), own.get("runAsGroup", security.get("runAsGroup"))
+    spelled = None if user is None else f"{user}:{group}" if group is not None else str(user)
+    return spelled, [security["fsGroup"]] if "fsGroup" in security else []
+
+
+@dataclass
+class Namespace:
+    """Pods on one network as one namespace: started in order, removed whatever happens."""
+
+    namespace: str
+    image: str
+    client: docker.DockerClient = field(default_factory=lambda: engine.get().client)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    containers: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)
+
+    def claim(self, name: str, fs_group: int) -> None:
+        """A ReadWriteMany claim: a named volume, group-owned by FS_GROUP and setgid, as the
+        kubelet leaves a volume for a pod with fsGroup."""
+        volume = self.client.volumes.create(f"torchenv-test-{self.tag}-{name}", labels={Label.TEST: "1"})
+        self.claims[name] = volume.name
+        self.client.containers.run(
+            self.image,
+            ["sh", "-c", f"chgrp {fs_group} /v && chmod 2775 /v"],
+            user="0:0",
+            entrypoint=[],
+            mounts=[Mount("/v", volume.name, type="volume")],
+            network_mode="none",
+            remove=True,
+        )
+
+    def start(self, pod: Pod) -> None:
+        spec, main = pod.template["spec"], main_container(pod)
+        own = main.get("securityContext", {})
+        user, groups = user_of(pod)
+        found, shm_size = mounts(pod, self.claims)
+        name = f"torchenv-test-{self.tag}-{pod.name}"
+        names = [fqdn(pod, self.namespace), *(f"{service}.{self.namespace}.svc.{CLUSTER_DOMAIN}" for service in pod.services)]
+        endpoint = self.client.api.create_endpoint_config(aliases=names)
+        created = self.client.api.create_container(
+            main["image"],
+            command=main.get("args"),
+            entrypoint=main.get("command"),
+            hostname=pod.hostname,
+            domainname=fqdn(pod, self.namespace).partition(".")[2] or None,
+            user=user,
+            environment=environment(pod),
+            name=name,
+            labels={Label.TEST: "1"},
+            networking_config=self.client.api.create_networking_config({self.network: endpoint}),
+            host_config=self.client.api.create_host_config(
+                network_mode=self.network,
+                mounts=found,
+                shm_size=shm_size,
+                group_add=groups or None,
+                read_only=bool(own.get("readOnlyRootFilesystem")),
+                cap_drop=own.get("capabilities", {}).get("drop"),
+                security_opt=["no-new-privileges"] if own.get("allowPrivilegeEscalation") is False else None,
+                dns_search=[f"{self.namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN],
+            ),
+        )
+        assert spec.get("restartPolicy") in (None, "Never", "OnFailure")
+        self.containers[pod.name] = self.client.containers.get(created["Id"])
+        self.containers[pod.name].start()
+
+    @property
+    def network(self) -> str:
+        return f"torchenv-test-{self.tag}"
+
+    def wait(self, timeout: float) -> dict[str, tuple[int, str]]:
+        """Each pod's exit code and output, once every one has ended."""
+        return {
+            name: (int(container.wait(timeout=timeout)["StatusCode"]), container.logs().decode(errors="replace"))
+            for name, container in self.containers.items()
+        }
+
+
+@contextmanager
+def namespace(name: str, image: str) -> Iterator[Namespace]:
+    found = Namespace(name, image)
+    # Internal: the pods reach each other and nothing else, as this machine's jobs must.
+    network = found.client.networks.create(found.network, internal=True, labels={Label.TEST: "1"})
+    try:
+        yield found
+    finally:
+        for container in found.containers.values():
+            container.remove(force=True)
+        network.remove()
+        for volume in found.claims.values():
+            found.client.volumes.get(volume).remove(force=True)
