@@ -334,7 +334,7 @@ def slurm(
 @task(
     help={
         "variant": "variant whose image the pods run (default: the matrix's default)",
-        "kind": "indexed-job (a Job and its headless Service) or pytorchjob (Kubeflow's)",
+        "kind": "indexed-job (a Job and its headless Service), pytorchjob (Kubeflow's training-operator) or trainjob (Kubeflow Trainer v2)",
         "name": "the job's name (default torchenv-train)",
         "nodes": "pods, one torchrun each (default 2)",
         "image": "the image the cluster pulls (default: the variant's pushed digest in images/digests.json)",
@@ -355,7 +355,7 @@ def manifests(
     shm_size: str = "8Gi",
     out_claim: str = "",
 ) -> None:
-    """Write Kubernetes manifests that train the demo on N pods: an Indexed Job or a PyTorchJob (kubectl apply -f)."""
+    """Write Kubernetes manifests that train the demo on N pods, checked against their schemas (kubectl apply -f)."""
     settings, _, (entry,) = chosen(c, variant)
     spec = kubernetes.JobSpec(
         kind, name, image or publish.pushed_reference(entry, settings), nodes, gpus_per_node, shm_size, out_claim or None

@@ -13,6 +13,16 @@ pods' environments to train's launcher; tests/clusters runs them as containers.
   pytorchjob-port of the Master's container `pytorch`), MASTER_ADDR and PET_MASTER_ADDR
   (`<job>-master-0`), WORLD_SIZE (pods x nprocPerNode, 1 when unset), RANK and
   PET_NODE_RANK (a worker's is its index + 1) and, without an elasticPolicy, PET_NNODES.
+- TrainJob: kubeflow/trainer v2.3.0 (658725b) on JobSet v0.12.0 (f22e565). The
+  torch-distributed runtime (manifests/base/runtimes/torch_distributed.yaml) has one
+  replicated Job and container, `node`; the JobSet plugin puts the trainer's image,
+  command, args and resourcesPerNode on it (plugins/jobset/builder.go), the torch plugin
+  appends PET_NNODES, PET_NPROC_PER_NODE (numProcPerNode; else "auto" with a GPU, else the
+  CPU request), PET_NODE_RANK (a fieldRef to the completion index), PET_MASTER_ADDR
+  `<job>-node-0-0.<job>`, PET_MASTER_PORT 29500 and the port (plugins/torch/torch.go), then
+  the runtime patches are merged strategically (containers and volumes by name). JobSet
+  names the Job `<job>-node-0` (Indexed, pod i `<job>-node-0-<i>`) with the subdomain and
+  headless Service `<job>`.
 """
 
 from __future__ import annotations
@@ -88,3 +98,75 @@ def pytorchjob_pods(documents: Sequence[Mapping[str, Any]]) -> list[Pod]:
             template = replica["template"]
             pods.append(Pod(pod_name, template, hostname=pod_name, container=PYTORCHJOB_CONTAINER, env=env, services=[pod_name]))
     return pods
+
+
+TRAINER_NODE, TRAINER_PORT = "node", 29500
+# The runtime's own pod, as torch_distributed.yaml at v2.3.0 has it.
+TORCH_DISTRIBUTED_RUNTIME = {
+    "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+    "spec": {"containers": [{"name": TRAINER_NODE, "image": "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"}]},
+}
+
+
+def merged_by_name(base: list[dict[str, Any]], patch: list[dict[str, Any]], key: str = "name") -> list[dict[str, Any]]:
+    """A strategic merge of two lists keyed by KEY: items of the same key merged, new ones appended."""
+    found = {item[key]: copy.deepcopy(item) for item in base}
+    for item in patch:
+        found[item[key]] = {**found.get(item[key], {}), **copy.deepcopy(item)}
+    return list(found.values())
+
+
+def trainjob_pods(documents: Sequence[Mapping[str, Any]]) -> list[Pod]:
+    job = of_kind(documents, "TrainJob")
+    name, spec = job["metadata"]["name"], job["spec"]
+    assert spec["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime"}
+    trainer = spec["trainer"]
+    for variable in trainer.get("env", []):
+        assert not variable["name"].startswith("PET_"), f"the webhook refuses {variable['name']} in trainer.env"
+    template = copy.deepcopy(TORCH_DISTRIBUTED_RUNTIME)
+    (node,) = template["spec"]["containers"]
+    node.update({key: trainer[key] for key in ("image", "command", "args") if key in trainer})
+    if "resourcesPerNode" in trainer:
+        node["resources"] = copy.deepcopy(trainer["resourcesPerNode"])
+    limits = node.get("resources", {}).get("limits", {})
+    requests = node.get("resources", {}).get("requests", {})
+    nproc = trainer.get("numProcPerNode")
+    if nproc is None:
+        nproc = "auto" if any(key.endswith("/gpu") for key in limits) else str(max(1, int(requests.get("cpu", limits.get("cpu", 1)))))
+    completion_index = {"fieldRef": {"fieldPath": f"metadata.annotations['{JOB_COMPLETION_INDEX}']"}}
+    node["env"] = [
+        *trainer.get("env", []),
+        {"name": "PET_NNODES", "value": str(trainer["numNodes"])},
+        {"name": "PET_NPROC_PER_NODE", "value": str(nproc)},
+        {"name": "PET_NODE_RANK", "valueFrom": completion_index},
+        {"name": "PET_MASTER_ADDR", "value": f"{name}-{TRAINER_NODE}-0-0.{name}"},
+        {"name": "PET_MASTER_PORT", "value": str(TRAINER_PORT)},
+    ]
+    node["ports"] = [{"containerPort": TRAINER_PORT, "protocol": "TCP"}]
+    for patch in spec.get("runtimePatches", []):
+        for replicated in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            assert replicated["name"] == TRAINER_NODE
+            pod = replicated["template"]["spec"]["template"]
+            template["metadata"]["labels"].update(pod.get("metadata", {}).get("labels", {}))
+            patched = pod.get("spec", {})
+            for container in patched.get("containers", []):
+                assert "env" not in container, "the webhook refuses env in a patch of container node"
+            template["spec"]["containers"] = merged_by_name(template["spec"]["containers"], patched.get("containers", []))
+            template["spec"]["volumes"] = merged_by_name(template["spec"].get("volumes", []), patched.get("volumes", []))
+            template["spec"].update({key: copy.deepcopy(value) for key, value in patched.items() if key not in ("containers", "volumes")})
+    job_name = f"{name}-{TRAINER_NODE}-0"
+    return [
+        Pod(
+            name=f"{job_name}-{index}",
+            template=template,
+            hostname=f"{job_name}-{index}",
+            subdomain=name,
+            container=TRAINER_NODE,
+            annotations={JOB_COMPLETION_INDEX: str(index)},
+            labels={**template["metadata"]["labels"], "jobset.sigs.k8s.io/jobset-name": name, "job-name": job_name},
+        )
+        for index in range(trainer["numNodes"])
+    ]
+
+
+PODS_OF = {"indexed-job": indexed_job_pods, "pytorchjob": pytorchjob_pods, "trainjob": trainjob_pods}

@@ -9,9 +9,7 @@ shared claim with torch."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from docker.types import Mount
@@ -22,16 +20,13 @@ from torchenv.pipeline.kubernetes import JobSpec
 
 from ..helpers import CHECKSUM_LINE
 from . import controllers
-from .pods import Pod, namespace
+from .pods import namespace
 from .test_slurm import COMPARE, compose_ddp_checkpoint
 
 NAMESPACE = "research"
 CLAIM = "shared-out"
 
-PODS_OF: Mapping[str, Callable[[Sequence[Mapping[str, Any]]], list[Pod]]] = {
-    "indexed-job": controllers.indexed_job_pods,
-    "pytorchjob": controllers.pytorchjob_pods,
-}
+PODS_OF = controllers.PODS_OF
 
 
 @pytest.fixture(scope="module")

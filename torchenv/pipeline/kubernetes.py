@@ -1,5 +1,6 @@
 """Kubernetes manifests for a variant's image on N nodes (`invoke manifests`): an Indexed
-Job with its headless Service, or a Kubeflow PyTorchJob. Each pod runs `train`, which
+Job with its headless Service, a Kubeflow PyTorchJob, or a Kubeflow Trainer v2 TrainJob.
+Each pod runs `train`, which
 reads its place from what the controller injects (docker/app/torchenv_app/cluster.py);
 the manifests set nothing torchrun or the controller sets itself.
 
@@ -17,8 +18,9 @@ from typing import Any
 
 from torchenv.errors import TorchenvError
 from torchenv.model.matrix import Variant
+from torchenv.pipeline import kubernetes_schemas
 
-KINDS = ("indexed-job", "pytorchjob")
+KINDS = ("indexed-job", "pytorchjob", "trainjob")
 # The image's user (docker/base/adapt.sh) and where train writes (the image's TORCHENV_OUT).
 USER_ID = 1000
 OUT = "/out"
@@ -26,8 +28,15 @@ OUT = "/out"
 # port name and default (training-operator's PytorchJobDefaultPortName / DefaultPort).
 RENDEZVOUS_PORT = 29500
 PYTORCHJOB_PORT_NAME, PYTORCHJOB_PORT = "pytorchjob-port", 23456
+# Kubeflow Trainer v2.3's runtime for torchrun (manifests/base/runtimes/torch_distributed.yaml):
+# one replicated Job and one container, both named "node"; a patch names its manager by a
+# domain-prefixed path (the JobSet plugin's webhook).
+TRAINER_RUNTIME, TRAINER_NODE, TRAINER_PATCH_MANAGER = "torch-distributed", "node", "torchenv.dev/manifests"
 # A DNS-1035 label: a Service's name, and with "-<index>" each pod's host name (63 at most).
 NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+# A resource quantity (k8s.io/apimachinery resource.Quantity, the CRDs' pattern): the
+# built-in schemas take any string there, the API server does not.
+QUANTITY = re.compile(r"(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?")
 
 
 @dataclass(frozen=True)
@@ -47,14 +56,27 @@ class JobSpec:
 def validate(spec: JobSpec) -> None:
     if spec.kind not in KINDS:
         raise TorchenvError(f"no manifest kind '{spec.kind}'; choose one of {', '.join(KINDS)}")
-    longest = len(f"{spec.name}-master-0") if spec.kind == "pytorchjob" else len(f"{spec.name}-{spec.nodes - 1}")
+    longest = len(longest_pod_name(spec))
     if not NAME.fullmatch(spec.name) or longest > 63:
         raise TorchenvError(
             f"--name {spec.name!r}: a job's name must be lower-case letters, digits and '-', start with a letter and leave "
             f"its pods' host names (like {spec.name}-0) 63 characters at most; try --name torchenv-train"
         )
+    if not QUANTITY.fullmatch(spec.shm_size):
+        raise TorchenvError(f"--shm-size {spec.shm_size!r} is not a Kubernetes quantity; write it like 8Gi or 512Mi")
     if spec.nodes < 1 or spec.gpus_per_node < 1:
         raise TorchenvError(f"--nodes {spec.nodes} --gpus-per-node {spec.gpus_per_node}: a job needs a node and a GPU on each at least")
+
+
+def longest_pod_name(spec: JobSpec) -> str:
+    """The longest host name a job's pods get (a DNS label: 63 characters at most)."""
+    if spec.kind == "pytorchjob":
+        return f"{spec.name}-worker-{spec.nodes - 2}" if spec.nodes > 1 else f"{spec.name}-master-0"
+    if spec.kind == "trainjob":
+        # JobSet's pods: <jobset>-<replicated job>-<job index>-<pod index>, and its webhook
+        # keeps room for the 5 characters the Job controller appends to a pod's name.
+        return f"{spec.name}-{TRAINER_NODE}-0-{spec.nodes - 1}-xxxxx"
+    return f"{spec.name}-{spec.nodes - 1}"
 
 
 def container(variant: Variant, spec: JobSpec, name: str, port: dict[str, Any], env: list[dict[str, str]]) -> dict[str, Any]:
@@ -70,7 +92,7 @@ def container(variant: Variant, spec: JobSpec, name: str, port: dict[str, Any], 
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "env": env,
-        "ports": [port],
+        **({"ports": [port]} if port else {}),
         **({"resources": {"limits": limits}} if limits else {}),
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [
@@ -170,9 +192,69 @@ def pytorchjob(variant: Variant, spec: JobSpec) -> list[dict[str, Any]]:
     ]
 
 
+def trainjob(variant: Variant, spec: JobSpec) -> list[dict[str, Any]]:
+    """Kubeflow Trainer v2's TrainJob (trainer.kubeflow.org/v1alpha1, Trainer v2.3) on the
+    torch-distributed runtime: the trainer's image, command and node count, and a runtime
+    patch for what the pod needs beyond them (user, read-only root, mounts). The torch
+    plugin sets PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR
+    (<job>-node-0-0.<job>) and PET_MASTER_PORT (29500), reserved names a TrainJob may not
+    set, and torchrun takes them as its options' defaults."""
+    main = container(variant, spec, TRAINER_NODE, {}, [])
+    pods = pod_spec(variant, spec, main)
+    trainer: dict[str, Any] = {
+        "image": main["image"],
+        "command": main["command"],
+        "numNodes": spec.nodes,
+        # Unset, a CPU pod would get a process per CPU it requests; train decides one per GPU.
+        "numProcPerNode": spec.gpus_per_node if variant.is_cuda else 1,
+        **({"resourcesPerNode": main["resources"]} if "resources" in main else {}),
+    }
+    node = {"name": TRAINER_NODE, "securityContext": main["securityContext"], "volumeMounts": main["volumeMounts"]}
+    pod = {"securityContext": pods["securityContext"], "volumes": pods["volumes"], "containers": [node]}
+    patch = {
+        "manager": TRAINER_PATCH_MANAGER,
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": TRAINER_NODE,
+                            "template": {
+                                "spec": {
+                                    "template": {
+                                        "metadata": {"labels": labels(spec, variant)},
+                                        "spec": pod,
+                                    }
+                                }
+                            },
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    return [
+        {
+            "apiVersion": "trainer.kubeflow.org/v1alpha1",
+            "kind": "TrainJob",
+            "metadata": object_metadata(spec, variant),
+            "spec": {
+                "runtimeRef": {"name": TRAINER_RUNTIME, "apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime"},
+                "trainer": trainer,
+                "runtimePatches": [patch],
+            },
+        }
+    ]
+
+
+BUILDERS = {"indexed-job": indexed_job, "pytorchjob": pytorchjob, "trainjob": trainjob}
+
+
 def manifests(variant: Variant, spec: JobSpec) -> list[dict[str, Any]]:
     validate(spec)
-    return indexed_job(variant, spec) if spec.kind == "indexed-job" else pytorchjob(variant, spec)
+    documents = BUILDERS[spec.kind](variant, spec)
+    kubernetes_schemas.check(documents)
+    return documents
 
 
 def write(variant: Variant, spec: JobSpec, folder: Path) -> Path:
