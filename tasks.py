@@ -334,11 +334,13 @@ def slurm(
 @task(
     help={
         "variant": "variant whose image the pods run (default: the matrix's default)",
-        "kind": "indexed-job (a Job and its headless Service), pytorchjob (Kubeflow's training-operator) or trainjob (Kubeflow Trainer v2)",
+        "kind": "indexed-job (a Job and its headless Service), pytorchjob (Kubeflow's training-operator), trainjob (Kubeflow Trainer v2) "
+        "or rayjob (KubeRay; the raytrain project's image)",
         "name": "the job's name (default torchenv-train)",
         "nodes": "pods, one torchrun each (default 2)",
         "image": "the image the cluster pulls (default: the variant's pushed digest in images/digests.json)",
-        "gpus_per_node": "GPUs each pod asks for, one process each (CUDA variants; default 1)",
+        "gpus_per_node": "GPUs each pod asks for, one process each (CUDA variants; default 1; 0 runs a CUDA image on CPU nodes)",
+        "project": "rayjob: the project whose image the pods run, for its lock's Ray (default examples/raytrain)",
         "shm_size": "each pod's /dev/shm, a memory emptyDir (default 8Gi)",
         "out_claim": "a ReadWriteMany PersistentVolumeClaim for /out, where a restarted pod finds the checkpoint",
     }
@@ -354,12 +356,17 @@ def manifests(
     gpus_per_node: int = 1,
     shm_size: str = "8Gi",
     out_claim: str = "",
+    project: str = "",
 ) -> None:
     """Write Kubernetes manifests that train the demo on N pods, checked against their schemas (kubectl apply -f)."""
     settings, _, (entry,) = chosen(c, variant)
-    spec = kubernetes.JobSpec(
-        kind, name, image or publish.pushed_reference(entry, settings), nodes, gpus_per_node, shm_size, out_claim or None
-    )
+    ray_version = None
+    if kind == "rayjob":
+        ray_version = kubernetes.ray_version(load_project(Path(project or PROJECT_ROOT / "examples" / "raytrain")), entry)
+        if not image:
+            raise TorchenvError("--kind rayjob: the pods run the raytrain project's image; build and push it, then pass --image REF")
+    reference = image or publish.pushed_reference(entry, settings)
+    spec = kubernetes.JobSpec(kind, name, reference, nodes, gpus_per_node, shm_size, out_claim or None, ray_version=ray_version)
     path = kubernetes.write(entry, spec, settings.work_dir / "manifests")
     print(f"torchenv: wrote {path} (kubectl apply -f {path}; it runs {spec.image})")
 

@@ -23,12 +23,24 @@ pods' environments to train's launcher; tests/clusters runs them as containers.
   the runtime patches are merged strategically (containers and volumes by name). JobSet
   names the Job `<job>-node-0` (Indexed, pod i `<job>-node-0-<i>`) with the subdomain and
   headless Service `<job>`.
+- RayJob: ray-project/kuberay v1.6.2 (598eb66), ray-operator/controllers/ray. The RayJob's
+  RayCluster is `<job>-<5 characters>` (utils.GenerateRayClusterName), its head Service
+  `<cluster>-head-svc`, and the RayJob's own `<job>-head-svc` (common/service.go,
+  common/job.go). Each Ray container (the first of its pod) gets `/bin/bash -c --` and
+  `ulimit -n 65536; ray start ...` (common/pod.go BuildPod, generateRayStartCommand), the
+  variables of setContainerEnvVars and, with authOptions mode token, RAY_AUTH_MODE and
+  RAY_AUTH_TOKEN from a Secret the operator makes (SetContainerTokenAuthEnvVars); a worker
+  waits in the init container wait-gcs-ready for `ray health-check`. K8sJobMode's
+  submitter pod runs `ray job submit --no-wait ... -- ENTRYPOINT` against the head's
+  dashboard, then `ray job logs --follow` (common/job.go BuildJobSubmitCommand).
 """
 
 from __future__ import annotations
 
 import copy
+import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .pods import Pod
@@ -169,4 +181,106 @@ def trainjob_pods(documents: Sequence[Mapping[str, Any]]) -> list[Pod]:
     ]
 
 
-PODS_OF = {"indexed-job": indexed_job_pods, "pytorchjob": pytorchjob_pods, "trainjob": trainjob_pods}
+RAY_HEAD_PORT, RAY_DASHBOARD_PORT = 6379, 8265
+RAY_START_FLAGS = "--block --dashboard-agent-listen-port=52365"
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A RayJob's pods in the order the operator's work makes them run: the head, each
+    worker after its init container, the submitter once the head is up."""
+
+    head: Pod
+    workers: list[tuple[Pod, Pod]]  # (wait-gcs-ready, the worker)
+    submitter: Pod
+
+
+def ray_start(head: bool, params: Mapping[str, str], address: str) -> str:
+    flags = dict(params)
+    if head:
+        flags.setdefault("dashboard-host", "0.0.0.0")
+    else:
+        flags.setdefault("address", address)
+    flags.setdefault("metrics-export-port", "8080")
+    extra = " ".join(f"--{key}={value}" for key, value in sorted(flags.items()))
+    return f"ray start {'--head ' if head else ''}{RAY_START_FLAGS} {extra}"
+
+
+def with_command(template: Mapping[str, Any], command: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
+    found = copy.deepcopy(dict(template))
+    main = found["spec"]["containers"][0]
+    assert "ray start" not in " ".join(main.get("command", []) + main.get("args", [])), "the operator writes ray start itself"
+    user = " ".join([*main.get("command", []), *main.get("args", [])])
+    main["command"], main["args"] = command[:3], [f"{user} && {command[3]}" if user else command[3]]
+    main["env"] = [*main.get("env", []), *env]
+    return found
+
+
+def rayjob_pods(documents: Sequence[Mapping[str, Any]], namespace: str) -> RayCluster:
+    job = of_kind(documents, "RayJob")
+    name, spec = job["metadata"]["name"], job["spec"]
+    cluster_spec = spec["rayClusterSpec"]
+    cluster = f"{name}-{secrets.token_hex(3)[:5]}"
+    head_service = f"{cluster}-head-svc"
+    fqdn = f"{head_service}.{namespace}.svc.cluster.local"
+    token = secrets.token_hex(32)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if cluster_spec.get("authOptions", {}).get("mode") == "token" else {}
+    common = {"RAY_CLUSTER_NAME": cluster, "RAY_CLUSTER_NAMESPACE": namespace, "RAY_PORT": str(RAY_HEAD_PORT)}
+    common |= {"RAY_USAGE_STATS_KUBERAY_IN_USE": "1", "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE": "1"}
+    bash = ["/bin/bash", "-c", "--"]
+
+    head_group = cluster_spec["headGroupSpec"]
+    start = ray_start(True, head_group["rayStartParams"], "")
+    head_name = f"{cluster}-head-{secrets.token_hex(3)[:5]}"
+    head_env = {**common, "RAY_CLOUD_INSTANCE_ID": head_name, "RAY_NODE_TYPE_NAME": "headgroup", "KUBERAY_GEN_RAY_START_CMD": start}
+    head_env |= {"RAY_ADDRESS": f"127.0.0.1:{RAY_HEAD_PORT}", "RAY_USAGE_STATS_EXTRA_TAGS": "kuberay_version=v1.6.2;kuberay_crd=RayJob"}
+    head = Pod(
+        head_name,
+        with_command(head_group["template"], [*bash, f"ulimit -n 65536; {start}"], []),
+        hostname=head_name,
+        env={**head_env, **auth},
+        services=[head_service, f"{name}-head-svc"],
+    )
+    workers = []
+    for group in cluster_spec.get("workerGroupSpecs", []):
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        start = ray_start(False, group["rayStartParams"], f"{fqdn}:{RAY_HEAD_PORT}")
+        for _ in range(group["replicas"]):
+            pod_name = f"{cluster}-{group['groupName']}-worker-{secrets.token_hex(3)[:5]}"
+            env = {**common, "RAY_CLOUD_INSTANCE_ID": pod_name, "RAY_NODE_TYPE_NAME": group["groupName"]}
+            env |= {"KUBERAY_GEN_RAY_START_CMD": start, "RAY_ADDRESS": f"{fqdn}:{RAY_HEAD_PORT}", "FQ_RAY_IP": fqdn, "RAY_IP": head_service}
+            wait = (
+                f"SECONDS=0; until ray health-check --address {fqdn}:{RAY_HEAD_PORT} > /dev/null 2>&1; do "
+                f'if (( SECONDS > 120 )); then ray health-check --address {fqdn}:{RAY_HEAD_PORT}; fi; sleep 5; done; echo "GCS is ready."'
+            )
+            init = Pod(
+                f"{pod_name}-init", with_command(group["template"], [*bash, wait], []), hostname=pod_name, env={"FQ_RAY_IP": fqdn, **auth}
+            )
+            worker = Pod(
+                pod_name, with_command(group["template"], [*bash, f"ulimit -n 65536; {start}"], []), hostname=pod_name, env={**env, **auth}
+            )
+            workers.append((init, worker))
+
+    dashboard = f"http://{fqdn}:{RAY_DASHBOARD_PORT}"
+    submission = f"{name}-{secrets.token_hex(4)}"
+    entrypoint = spec["entrypoint"].strip()
+    submit = (
+        f"if ! ray job status --address {dashboard} {submission} >/dev/null 2>&1 ; then "
+        f"ray job submit --address {dashboard} --no-wait --submission-id {submission} -- {entrypoint} ; fi ; "
+        f"ray job logs --address {dashboard} --follow {submission}"
+    )
+    submitter_template = copy.deepcopy(spec["submitterPodTemplate"])
+    main = submitter_template["spec"]["containers"][0]
+    main["command"], main["args"] = ["/bin/bash", "-ce", "--"], [submit]
+    submitter_env = {"PYTHONUNBUFFERED": "1", "RAY_DASHBOARD_ADDRESS": f"{fqdn}:{RAY_DASHBOARD_PORT}", "RAY_JOB_SUBMISSION_ID": submission}
+    submitter = Pod(f"{name}-submitter", submitter_template, hostname=f"{name}-submitter", env={**submitter_env, **auth})
+    return RayCluster(head, workers, submitter)
+
+
+def ray_node_pods(documents: Sequence[Mapping[str, Any]]) -> list[Pod]:
+    """A RayJob's Ray nodes: the head and the workers (not the submitter, nor init containers)."""
+    cluster = rayjob_pods(documents, "default")
+    return [cluster.head, *(worker for _, worker in cluster.workers)]
+
+
+PODS_OF = {"indexed-job": indexed_job_pods, "pytorchjob": pytorchjob_pods, "trainjob": trainjob_pods, "rayjob": ray_node_pods}

@@ -182,6 +182,15 @@ class Namespace:
         self.containers[pod.name] = self.client.containers.get(created["Id"])
         self.containers[pod.name].start()
 
+    def run_to_completion(self, pod: Pod, timeout: float) -> tuple[int, str]:
+        """An init container: started, waited for, its exit code and output."""
+        self.start(pod)
+        container = self.containers.pop(pod.name)
+        try:
+            return int(container.wait(timeout=timeout)["StatusCode"]), container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+
     @property
     def network(self) -> str:
         return f"torchenv-test-{self.tag}"

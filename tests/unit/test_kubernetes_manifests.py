@@ -96,11 +96,35 @@ def test_every_trainjob_pod_finds_node_0_by_the_name_jobset_gives_it() -> None:
     assert {plan.nproc for plan in launch_plans(controllers.trainjob_pods(cpu))} == {1}
 
 
+def test_a_rayjob_runs_raytrain_once_on_a_cluster_the_operator_starts() -> None:
+    image = "ghcr.io/org/torchenv-raytrain:cu121"
+    spec = JobSpec("rayjob", "finetune", image, nodes=3, gpus_per_node=4, out_claim="shared", ray_version="2.60.0")
+    (job,) = kubernetes.manifests(load_matrix().get("cu121"), spec)
+    cluster = job["spec"]["rayClusterSpec"]
+    assert (cluster["rayVersion"], cluster["authOptions"]) == ("2.60.0", {"mode": "token"})
+    (workers,) = cluster["workerGroupSpecs"]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    # The operator writes ray start itself, unless a command holds it; it finds the
+    # dashboard (the submitter's address) by the port's name.
+    assert "command" not in head and {port["name"]: port["containerPort"] for port in head["ports"]}["dashboard"] == 8265
+    assert head["resources"]["limits"] == {"nvidia.com/gpu": 4}  # KubeRay's --num-gpus
+    entrypoint = job["spec"]["entrypoint"].split()
+    assert entrypoint[:3] == ["python", "-m", "raytrain"]
+    options = dict(zip(entrypoint[3::2], entrypoint[4::2], strict=True))
+    assert (options["--workers"], options["--min-nodes"], options["--gpus-per-worker"]) == ("12", "3", "1")
+    assert options["--storage"].startswith("/out/")  # on the claim every node mounts
+    pods = controllers.rayjob_pods([job], NAMESPACE)
+    (_, worker) = pods.workers[0]
+    assert worker.env["RAY_ADDRESS"] == f"{pods.head.services[0]}.{NAMESPACE}.svc.cluster.local:6379"
+    assert pods.head.env["RAY_AUTH_TOKEN"] == worker.env["RAY_AUTH_TOKEN"] == pods.submitter.env["RAY_AUTH_TOKEN"]
+
+
 @pytest.mark.parametrize("kind", kubernetes.KINDS)
 def test_the_pods_are_non_root_read_only_with_writable_mounts_where_torch_writes(kind: str) -> None:
     variant = load_matrix().get("cpu")
-    documents = kubernetes.manifests(variant, JobSpec(kind, "demo", "torchenv:cpu", nodes=2, out_claim="shared-out"))
-    for pod in controllers.PODS_OF[kind](documents):
+    spec = JobSpec(kind, "demo", "torchenv:cpu", nodes=2, out_claim="shared-out", ray_version="2.60.0")
+    for pod in controllers.PODS_OF[kind](kubernetes.manifests(variant, spec)):
         security = pod.template["spec"]["securityContext"]
         assert security["runAsNonRoot"] and security["runAsUser"] == 1000 and security["fsGroup"] == 1000
         main = main_container(pod)
@@ -125,9 +149,11 @@ def test_the_file_is_a_list_kubectl_applies(tmp_path: Path) -> None:
         (JobSpec("mpijob", "demo", "i", 2), r"no manifest kind 'mpijob'; choose one of indexed-job, pytorchjob, trainjob"),
         (JobSpec("indexed-job", "Fine_Tune", "i", 2), r"--name 'Fine_Tune': a job's name must be lower-case letters"),
         (JobSpec("pytorchjob", "a" * 60, "i", 2), r"63 characters at most; try --name torchenv-train"),
-        (JobSpec("indexed-job", "demo", "i", 0), r"--nodes 0 --gpus-per-node 1: a job needs a node"),
+        (JobSpec("indexed-job", "demo", "i", 0), r"--nodes 0 --gpus-per-node 1: a job needs a node at least"),
         # JobSet keeps <job>-node-0-<index>-xxxxx within a DNS label.
         (JobSpec("trainjob", "a" * 50, "i", 2), r"63 characters at most"),
+        (JobSpec("rayjob", "demo", "i", 2, ray_version="2.60.0"), r"--kind rayjob --nodes 2: Ray Train keeps its checkpoints where"),
+        (JobSpec("rayjob", "a" * 48, "i", 1, ray_version="2.60.0"), r"KubeRay takes a RayJob name of 47 characters at most"),
         # A quantity the API server would refuse (the built-in schemas take any string).
         (JobSpec("indexed-job", "demo", "i", 2, shm_size="8 GiB"), r"--shm-size '8 GiB' is not a Kubernetes quantity; write it like 8Gi"),
     ],

@@ -164,10 +164,17 @@ def free_port() -> int:
 
 
 def init(ranks: Ranks, device: str) -> Any:
-    """Joins the process group: NCCL between GPUs, gloo on CPUs. Returns the rank's device."""
+    """Joins the process group: NCCL between GPUs, gloo on CPUs. Returns the rank's device.
+    A group set up before by the process's launcher (Ray Train's TorchTrainer) is taken as
+    it is."""
     import torch
     import torch.distributed as dist
 
+    if dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(ranks.local_rank)
+            return torch.device("cuda", ranks.local_rank)
+        return torch.device("cpu")
     if device == "cuda":
         torch.cuda.set_device(ranks.local_rank)
         dist.init_process_group("nccl")

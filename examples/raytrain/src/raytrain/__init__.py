@@ -1,0 +1,1 @@
+"""torchenv's demo classifier (torchenv_app.train) under Ray Train's TorchTrainer."""
