@@ -3,9 +3,9 @@
 # engine >= 23 with buildx and compose v2, running, and Python 3 with venv. On Debian
 # hosts (as root) it installs those and what some tasks use: mmdebstrap (else the base
 # is made by mmdebstrap in a container), the distribution registry and skopeo (tests,
-# zstd pushes), qemu (arm64 images on amd64). Elsewhere (macOS or Windows with Docker
-# Desktop, another Linux) it installs nothing: it checks what is needed, says what is
-# missing, and names the optional parts it goes without. Idempotent.
+# zstd pushes), qemu (arm64 images on amd64), Podman (its tests). Elsewhere (macOS or
+# Windows with Docker Desktop, another Linux) it installs nothing: it checks what is
+# needed, says what is missing, and names the optional parts it goes without. Idempotent.
 set -euo pipefail
 
 log() { printf 'torchenv: %s\n' "$*" >&2; }
@@ -61,6 +61,12 @@ install_packages() {
   # (Debian 12 has 18: trixie's then).
   node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null && command -v npm >/dev/null \
     || optional+=(nodejs)
+  # tests/podman runs the images under rootless Podman (bookworm's 4.3): uidmap maps the
+  # user's IDs, slirp4netns and netavark with aardvark-dns give the networks (with DNS on
+  # compose's internal ddp network), catatonit is --init.
+  { command -v podman && command -v newuidmap && command -v slirp4netns \
+    && [ -x /usr/libexec/podman/catatonit ] && [ -x /usr/lib/podman/netavark ] && [ -x /usr/lib/podman/aardvark-dns ]; } >/dev/null \
+    || optional+=(podman)
   # The cpu variant's arm64 image is built and tested here under emulation.
   if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
     [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || optional+=(qemu-user-static)
@@ -74,7 +80,7 @@ install_packages() {
         && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
       die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python >= 3.11 with venv, then rerun."
     fi
-    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests, zstd pushes and repro --against cannot run, without zstd the bench shows no floor, without cosign no signed pushes or checked pulls, without shellcheck no check of the Slurm templates, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test"
+    log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests, zstd pushes and repro --against cannot run, without zstd the bench shows no floor, without cosign no signed pushes or checked pulls, without shellcheck no check of the Slurm templates, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test, without podman (with uidmap, slirp4netns, catatonit, netavark and aardvark-dns) no Podman test"
     return 0
   fi
   export DEBIAN_FRONTEND=noninteractive
@@ -87,6 +93,7 @@ install_packages() {
     add_trixie_source
   fi
   [[ $all == *" cosign "* ]] && pkgs+=(cosign/trixie)
+  [[ $all == *" podman "* ]] && pkgs+=(podman uidmap slirp4netns catatonit netavark aardvark-dns)
   if [[ $all == *" engine "* ]]; then
     pkgs+=(docker.io/trixie docker-buildx/trixie docker-compose/trixie)
     # trixie's docker.io no longer ships the client; keep a client if one is there.
@@ -152,6 +159,15 @@ enable_arm64_emulation() {
   log "arm64 emulation enabled (qemu-aarch64 through binfmt_misc)"
 }
 
+# Rootless Podman's networks (slirp4netns) open /dev/net/tun. Without udev (a container
+# host) it stays 0600, root's only; Debian's udev rules make it 0666, as here.
+open_tun_for_rootless_podman() {
+  is_debian_root && command -v podman >/dev/null && [ -c /dev/net/tun ] && [ ! -e /run/udev ] || return 0
+  [ "$(stat -c %a /dev/net/tun)" = 600 ] || return 0
+  chmod 0666 /dev/net/tun
+  log "/dev/net/tun made 0666, the mode Debian's udev rules give it (there is no udev here): rootless Podman's networks need it"
+}
+
 # BuildKit honours SOURCE_DATE_EPOCH (and so makes the same image twice) from Engine 23 on.
 check_engine_version() {
   local version
@@ -162,5 +178,6 @@ check_engine_version() {
 
 install_packages
 enable_arm64_emulation
+open_tun_for_rootless_podman
 start_daemon
 check_engine_version

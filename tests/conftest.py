@@ -33,6 +33,7 @@ TIERS = {
     "projects": ("docker", "image", "network"),
     "devcontainer": ("docker", "image", "network"),
     "clusters": ("docker", "image", "network"),
+    "podman": ("docker", "image", "network"),
 }
 
 
