@@ -30,9 +30,11 @@ pods' environments to train's launcher; tests/clusters runs them as containers.
   `ulimit -n 65536; ray start ...` (common/pod.go BuildPod, generateRayStartCommand), the
   variables of setContainerEnvVars and, with authOptions mode token, RAY_AUTH_MODE and
   RAY_AUTH_TOKEN from a Secret the operator makes (SetContainerTokenAuthEnvVars); a worker
-  waits in the init container wait-gcs-ready for `ray health-check`. K8sJobMode's
-  submitter pod runs `ray job submit --no-wait ... -- ENTRYPOINT` against the head's
-  dashboard, then `ray job logs --follow` (common/job.go BuildJobSubmitCommand).
+  waits in the init container wait-gcs-ready for `ray health-check`. Once every Ray pod
+  is ready (the probe KubeRay gives Ray 2.53 and later: GET /api/healthz on the dashboard
+  agent's port 52365), K8sJobMode's submitter Job (backoffLimit 2 by default) runs `ray
+  job submit --no-wait ... -- ENTRYPOINT` against the head's dashboard, then `ray job logs
+  --follow` (common/job.go BuildJobSubmitCommand, rayjob_controller.go).
 """
 
 from __future__ import annotations
@@ -182,6 +184,9 @@ def trainjob_pods(documents: Sequence[Mapping[str, Any]]) -> list[Pod]:
 
 
 RAY_HEAD_PORT, RAY_DASHBOARD_PORT = 6379, 8265
+# A Ray pod's readiness (KubeRay's probe for Ray 2.53 and later), and the submitter Job's retries.
+RAY_READY_URL = "http://127.0.0.1:52365/api/healthz"
+SUBMITTER_BACKOFF_LIMIT = 2
 RAY_START_FLAGS = "--block --dashboard-agent-listen-port=52365"
 
 

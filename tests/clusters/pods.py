@@ -20,6 +20,7 @@ controllers.py."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -181,6 +182,14 @@ class Namespace:
         assert spec.get("restartPolicy") in (None, "Never", "OnFailure")
         self.containers[pod.name] = self.client.containers.get(created["Id"])
         self.containers[pod.name].start()
+
+    def probe(self, pod: Pod, url: str, timeout: float) -> None:
+        """A readiness probe's HTTP GET of URL from inside the pod, until it answers 2xx."""
+        deadline = time.monotonic() + timeout
+        check = ["python", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"]
+        while self.containers[pod.name].exec_run(check, user=user_of(pod)[0] or "").exit_code != 0:
+            assert time.monotonic() < deadline, f"{pod.name} was not ready within {timeout} s ({url})"
+            time.sleep(1)
 
     def run_to_completion(self, pod: Pod, timeout: float) -> tuple[int, str]:
         """An init container: started, waited for, its exit code and output."""

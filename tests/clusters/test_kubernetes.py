@@ -18,20 +18,14 @@ from torchenv.model.matrix import Variant
 from torchenv.pipeline import kubernetes
 from torchenv.pipeline.kubernetes import JobSpec
 
-from ..helpers import CHECKSUM_LINE
+from ..helpers import CHECKSUM_LINE, COMPARE
 from . import controllers
 from .pods import namespace
-from .test_slurm import COMPARE, compose_ddp_checkpoint
 
 NAMESPACE = "research"
 CLAIM = "shared-out"
 
 PODS_OF = controllers.PODS_OF
-
-
-@pytest.fixture(scope="module")
-def reference(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return compose_ddp_checkpoint(image, tmp_path_factory.mktemp("compose-ddp"))
 
 
 # A RayJob's pods run Ray, not train: test_ray.py plays them.

@@ -22,12 +22,10 @@ from torchenv.pipeline import kubernetes
 from torchenv.pipeline.kubernetes import JobSpec
 from torchenv.pipeline.project_build import build_project
 
-from .controllers import rayjob_pods
+from ..helpers import COMPARE
+from .controllers import RAY_READY_URL, SUBMITTER_BACKOFF_LIMIT, rayjob_pods
 from .pods import namespace
-from .test_kubernetes import CLAIM, NAMESPACE, reference
-from .test_slurm import COMPARE
-
-__all__ = ["reference"]
+from .test_kubernetes import CLAIM, NAMESPACE
 
 RAYTRAIN = PROJECT_ROOT / "examples" / "raytrain"
 # raytrain's summary, and rank 0's checkpoint where the summary says Ray Train put it.
@@ -50,10 +48,13 @@ def test_a_rayjob_of_two_nodes_trains_the_model_compose_trains(raytrain_image: s
             code, logs = running.run_to_completion(init, timeout=180)
             assert code == 0 and "GCS is ready." in logs, logs
             running.start(worker)
-        running.start(cluster.submitter)
-        submitted = running.containers[cluster.submitter.name]
-        code = int(submitted.wait(timeout=600)["StatusCode"])
-        logs = submitted.logs().decode(errors="replace")
+        # The RayJob controller submits once the RayCluster is ready: every Ray pod's probe.
+        for pod in (cluster.head, *(worker for _, worker in cluster.workers)):
+            running.probe(pod, RAY_READY_URL, timeout=180)
+        for _attempt in range(SUBMITTER_BACKOFF_LIMIT + 1):
+            code, logs = running.run_to_completion(cluster.submitter, timeout=600)
+            if code == 0:
+                break
         head_logs = running.containers[cluster.head.name].logs().decode(errors="replace")
         assert code == 0 and "raytrain: 2 ranks on 2 node(s) (gloo)" in logs, logs + head_logs
         result = running.client.containers.run(

@@ -20,16 +20,7 @@ from torchenv.model.matrix import Matrix, Variant
 from torchenv.model.settings import Settings
 from torchenv.pipeline import slurm
 
-from ..helpers import CHECKSUM_LINE, compose_command, compose_run
-
-# Loads two checkpoints and prints how far apart their model tensors are.
-COMPARE = """
-import json, sys, torch
-a, b = (torch.load(path, map_location="cpu")["model"] for path in sys.argv[1:])
-print(json.dumps({"keys_equal": sorted(a) == sorted(b),
-                  "max_abs_diff": max(float((a[k] - b[k]).abs().max()) for k in a),
-                  "bitwise_equal": all(torch.equal(a[k], b[k]) for k in a)}))
-"""
+from ..helpers import CHECKSUM_LINE, COMPARE
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +38,7 @@ def cluster(slurm_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         running.down()
 
 
-def compose_ddp_checkpoint(image: str, folder: Path) -> Path:
-    """The compose demo's two nodes, the same seed and epochs: node 0's checkpoint."""
-    try:
-        run = compose_run(folder, "train-ddp", TORCHENV_IMAGE=image)
-    finally:
-        compose_command(folder, "--profile", "ddp", "down", "--volumes", TORCHENV_IMAGE=image)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return folder / "out" / "checkpoint.pt"
-
-
-def test_sbatch_on_two_nodes_trains_the_model_compose_ddp_trains(cluster: slurm.Cluster, image: str, tmp_path: Path) -> None:
+def test_sbatch_on_two_nodes_trains_the_model_compose_ddp_trains(cluster: slurm.Cluster, image: str, reference: Path) -> None:
     submitted = cluster.sbatch(slurm.TRAIN_SCRIPT)
     job = slurm.job_id(submitted)
     output = cluster.job_output(job)
@@ -72,7 +53,6 @@ def test_sbatch_on_two_nodes_trains_the_model_compose_ddp_trains(cluster: slurm.
     # The checkpoint, read back with torch, against the compose run's.
     checkpoint = cluster.out / f"slurm-{job}" / "checkpoint.pt"
     assert checkpoint.is_file(), output
-    reference = compose_ddp_checkpoint(image, tmp_path)
     options = RunOptions(volumes={str(checkpoint.parent): ("/a", "ro"), str(reference.parent): ("/b", "ro")})
     compared = json.loads(engine.get().output_of(image, ["python", "-c", COMPARE, "/a/checkpoint.pt", "/b/checkpoint.pt"], options))
     assert compared["keys_equal"] and compared["max_abs_diff"] <= 1e-5, compared
