@@ -16,6 +16,15 @@ from torchenv.pipeline import compose
 # What train prints on each node at the end of a run across processes.
 CHECKSUM_LINE = re.compile(r"train: node (\d): final parameter checksums of all (\d+) ranks on (\d) node\(s\) agree: ([0-9a-f]{64})$", re.M)
 
+# Loads two checkpoints and prints how far apart their model tensors are.
+COMPARE = """
+import json, sys, torch
+a, b = (torch.load(path, map_location="cpu")["model"] for path in sys.argv[1:])
+print(json.dumps({"keys_equal": sorted(a) == sorted(b),
+                  "max_abs_diff": max(float((a[k] - b[k]).abs().max()) for k in a),
+                  "bitwise_equal": all(torch.equal(a[k], b[k]) for k in a)}))
+"""
+
 
 def compose_run(project: Path, *command: str, overrides: Sequence[Path] = (), **env: str) -> subprocess.CompletedProcess[str]:
     """`docker compose run --rm COMMAND` with the project's compose.yaml (and OVERRIDES),
