@@ -60,7 +60,17 @@ CASES = [
     (
         ["manifests", "--kind", "mpijob", "--image", "x"],
         {},
-        r"^torchenv: error: no manifest kind 'mpijob'; choose one of indexed-job, pytorchjob$",
+        r"^torchenv: error: no manifest kind 'mpijob'; choose one of indexed-job, pytorchjob, trainjob, rayjob$",
+    ),
+    (
+        ["manifests", "--kind", "rayjob"],
+        {},
+        r"^torchenv: error: --kind rayjob: the pods run the raytrain project's image; build and push it, then pass --image REF$",
+    ),
+    (
+        ["manifests", "--image", "x", "--shm-size", "8 GB"],
+        {},
+        r"^torchenv: error: --shm-size '8 GB' is not a Kubernetes quantity; write it like 8Gi or 512Mi$",
     ),
     (
         ["build", "--variant", "cu117"],
