@@ -198,6 +198,9 @@ class RayCluster:
     head: Pod
     workers: list[tuple[Pod, Pod]]  # (wait-gcs-ready, the worker)
     submitter: Pod
+    # What the operator asks the dashboard for the job's status by (and writes to the RayJob's).
+    submission_id: str
+    dashboard: str
 
 
 def ray_start(head: bool, params: Mapping[str, str], address: str) -> str:
@@ -266,8 +269,11 @@ def rayjob_pods(documents: Sequence[Mapping[str, Any]], namespace: str) -> RayCl
             )
             workers.append((init, worker))
 
-    dashboard = f"http://{fqdn}:{RAY_DASHBOARD_PORT}"
-    submission = f"{name}-{secrets.token_hex(4)}"
+    # The submitter finds the dashboard by the head container's port of that name.
+    ports = {port.get("name"): port["containerPort"] for port in head_group["template"]["spec"]["containers"][0].get("ports", [])}
+    dashboard_port = ports.get("dashboard", RAY_DASHBOARD_PORT) if ports else RAY_DASHBOARD_PORT
+    dashboard = f"http://{fqdn}:{dashboard_port}"
+    submission = f"{name}-{secrets.token_hex(3)[:5]}"
     entrypoint = spec["entrypoint"].strip()
     submit = (
         f"if ! ray job status --address {dashboard} {submission} >/dev/null 2>&1 ; then "
@@ -277,9 +283,9 @@ def rayjob_pods(documents: Sequence[Mapping[str, Any]], namespace: str) -> RayCl
     submitter_template = copy.deepcopy(spec["submitterPodTemplate"])
     main = submitter_template["spec"]["containers"][0]
     main["command"], main["args"] = ["/bin/bash", "-ce", "--"], [submit]
-    submitter_env = {"PYTHONUNBUFFERED": "1", "RAY_DASHBOARD_ADDRESS": f"{fqdn}:{RAY_DASHBOARD_PORT}", "RAY_JOB_SUBMISSION_ID": submission}
+    submitter_env = {"PYTHONUNBUFFERED": "1", "RAY_DASHBOARD_ADDRESS": f"{fqdn}:{dashboard_port}", "RAY_JOB_SUBMISSION_ID": submission}
     submitter = Pod(f"{name}-submitter", submitter_template, hostname=f"{name}-submitter", env={**submitter_env, **auth})
-    return RayCluster(head, workers, submitter)
+    return RayCluster(head, workers, submitter, submission, dashboard)
 
 
 def ray_node_pods(documents: Sequence[Mapping[str, Any]]) -> list[Pod]:

@@ -23,11 +23,12 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import requests
 from docker.types import Mount
 
 from torchenv import engine
@@ -151,6 +152,7 @@ class Namespace:
 
     def start(self, pod: Pod) -> None:
         spec, main = pod.template["spec"], main_container(pod)
+        assert spec.get("restartPolicy") in (None, "Never", "OnFailure")
         own = main.get("securityContext", {})
         user, groups = user_of(pod)
         found, shm_size = mounts(pod, self.claims)
@@ -179,7 +181,7 @@ class Namespace:
                 dns_search=[f"{self.namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN],
             ),
         )
-        assert spec.get("restartPolicy") in (None, "Never", "OnFailure")
+        # Registered before it starts: namespace() removes it whatever happens next.
         self.containers[pod.name] = self.client.containers.get(created["Id"])
         self.containers[pod.name].start()
 
@@ -187,29 +189,41 @@ class Namespace:
         """A readiness probe's HTTP GET of URL from inside the pod, until it answers 2xx."""
         deadline = time.monotonic() + timeout
         check = ["python", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"]
-        while self.containers[pod.name].exec_run(check, user=user_of(pod)[0] or "").exit_code != 0:
-            assert time.monotonic() < deadline, f"{pod.name} was not ready within {timeout} s ({url})"
+        container = self.containers[pod.name]
+        while True:
+            container.reload()
+            assert container.status == "running", f"{pod.name} ended before it was ready:\n{self.logs(pod.name)}"
+            if container.exec_run(check, user=user_of(pod)[0] or "").exit_code == 0:
+                return
+            assert time.monotonic() < deadline, f"{pod.name} was not ready within {timeout} s ({url}):\n{self.logs(pod.name)}"
             time.sleep(1)
 
-    def run_to_completion(self, pod: Pod, timeout: float) -> tuple[int, str]:
-        """An init container: started, waited for, its exit code and output."""
-        self.start(pod)
-        container = self.containers.pop(pod.name)
+    def logs(self, name: str) -> str:
+        return self.containers[name].logs().decode(errors="replace")
+
+    def exit_code(self, name: str, deadline: float) -> int:
+        """The pod's exit code, waiting until DEADLINE (time.monotonic()) at most."""
         try:
-            return int(container.wait(timeout=timeout)["StatusCode"]), container.logs().decode(errors="replace")
+            return int(self.containers[name].wait(timeout=max(1.0, deadline - time.monotonic()))["StatusCode"])
+        except requests.exceptions.ConnectionError:  # the wait's read timed out
+            raise AssertionError(f"{name} did not end in time:\n{self.logs(name)}") from None
+
+    def run_to_completion(self, pod: Pod, timeout: float) -> tuple[int, str]:
+        """An init container (or a Job's pod): started, waited for, its exit code and output."""
+        self.start(pod)
+        try:
+            return self.exit_code(pod.name, time.monotonic() + timeout), self.logs(pod.name)
         finally:
-            container.remove(force=True)
+            self.containers.pop(pod.name).remove(force=True)
 
     @property
     def network(self) -> str:
         return f"torchenv-test-{self.tag}"
 
     def wait(self, timeout: float) -> dict[str, tuple[int, str]]:
-        """Each pod's exit code and output, once every one has ended."""
-        return {
-            name: (int(container.wait(timeout=timeout)["StatusCode"]), container.logs().decode(errors="replace"))
-            for name, container in self.containers.items()
-        }
+        """Each pod's exit code and output, once every one has ended (TIMEOUT for them all)."""
+        deadline = time.monotonic() + timeout
+        return {name: (self.exit_code(name, deadline), self.logs(name)) for name in self.containers}
 
 
 @contextmanager
@@ -220,8 +234,10 @@ def namespace(name: str, image: str) -> Iterator[Namespace]:
     try:
         yield found
     finally:
-        for container in found.containers.values():
-            container.remove(force=True)
-        network.remove()
-        for volume in found.claims.values():
-            found.client.volumes.get(volume).remove(force=True)
+        # Each removal on its own: one that fails leaves the others to run.
+        with ExitStack() as cleanup:
+            for volume in found.claims.values():
+                cleanup.callback(lambda volume=volume: found.client.volumes.get(volume).remove(force=True))
+            cleanup.callback(network.remove)
+            for container in found.containers.values():
+                cleanup.callback(container.remove, force=True)

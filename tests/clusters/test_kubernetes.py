@@ -38,6 +38,8 @@ def test_the_manifests_pods_train_the_model_compose_trains(kind: str, image: str
         for pod in reversed(pods):
             running.start(pod)
         ended = running.wait(timeout=600)
+        output = "\n".join(f"--- {name} (exit {code})\n{logs}" for name, (code, logs) in ended.items())
+        assert {code for code, _ in ended.values()} == {0}, output
         compared = running.client.containers.run(
             image,
             ["python", "-c", COMPARE, "/out/checkpoint.pt", "/reference/checkpoint.pt"],
@@ -46,8 +48,6 @@ def test_the_manifests_pods_train_the_model_compose_trains(kind: str, image: str
             network_mode="none",
             remove=True,
         )
-    output = "\n".join(f"--- {name} (exit {code})\n{logs}" for name, (code, logs) in ended.items())
-    assert {code for code, _ in ended.values()} == {0}, output
     reports = {match[1]: match for match in CHECKSUM_LINE.finditer(output)}
     assert set(reports) == {"0", "1"} and {(report[2], report[3]) for report in reports.values()} == {("2", "2")}, output
     assert len({report[4] for report in reports.values()}) == 1, output

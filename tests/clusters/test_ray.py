@@ -55,8 +55,14 @@ def test_a_rayjob_of_two_nodes_trains_the_model_compose_trains(raytrain_image: s
             code, logs = running.run_to_completion(cluster.submitter, timeout=600)
             if code == 0:
                 break
-        head_logs = running.containers[cluster.head.name].logs().decode(errors="replace")
+        head_logs = running.logs(cluster.head.name)
         assert code == 0 and "raytrain: 2 ranks on 2 node(s) (gloo)" in logs, logs + head_logs
+        # `ray job logs --follow` ends well for a failed job too: the job's status, as the
+        # operator reads it from the dashboard, says how the entrypoint ended.
+        status = running.containers[cluster.head.name].exec_run(
+            ["ray", "job", "status", "--address", cluster.dashboard, cluster.submission_id], user=str(kubernetes.USER_ID)
+        )
+        assert "SUCCEEDED" in status.output.decode(errors="replace"), status.output.decode(errors="replace") + logs
         result = running.client.containers.run(
             raytrain_image,
             ["sh", "-c", f"cat /out/raytrain/result.json && python -c '{COMPARE}' \"{CHECKPOINT}\" /reference/checkpoint.pt"],

@@ -110,18 +110,23 @@ def test_compose_ddp_two_nodes_agree(podman: Podman, project: Path) -> None:
 
 
 def test_memory_limit_as_documented_for_this_hosts_cgroups(podman: Podman, podman_image: str) -> None:
-    """cgroup v1 (this CI's hosts): rootless Podman warns and runs without the limit; v2:
-    the limit applies."""
+    """cgroup v1 (this CI's hosts): rootless Podman warns and runs without the limit. v2
+    (not run here yet): the limit applies where the user's cgroup has the memory controller
+    delegated (a systemd login session), and the run fails without it."""
     unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
     reported = podman("info", "--format", "{{.Host.CgroupsVersion}}")
     assert reported.stdout.strip() == ("v2" if unified else "v1"), reported.stdout + reported.stderr
     read = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
     result = podman("run", "--rm", "--network", "none", "--memory", "1g", podman_image, "sh", "-c", read)
-    assert result.returncode == 0, result.stdout + result.stderr
     limit = result.stdout.strip()
     if unified:
-        assert limit == str(2**30), result.stdout + result.stderr
+        controllers = podman("info", "--format", "{{.Host.CgroupControllers}}").stdout
+        if "memory" not in controllers:
+            assert result.returncode != 0, f"--memory ran without the memory controller ({controllers}): " + result.stdout + result.stderr
+            return
+        assert result.returncode == 0 and limit == str(2**30), result.stdout + result.stderr
         assert V1_IGNORED not in result.stderr
-    else:
-        assert V1_IGNORED in result.stderr, result.stderr
-        assert limit.isdigit() and int(limit) > 2**40, limit
+        return
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert V1_IGNORED in result.stderr, result.stderr
+    assert limit.isdigit() and int(limit) > 2**40, limit

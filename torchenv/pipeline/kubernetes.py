@@ -1,9 +1,9 @@
 """Kubernetes manifests for a variant's image on N nodes (`invoke manifests`): an Indexed
 Job with its headless Service, a Kubeflow PyTorchJob, a Kubeflow Trainer v2 TrainJob, or
-a KubeRay RayJob (the raytrain project's image: Ray Train's TorchTrainer). Each pod runs
-`train`, which
-reads its place from what the controller injects (docker/app/torchenv_app/cluster.py);
-the manifests set nothing torchrun or the controller sets itself.
+a KubeRay RayJob (the raytrain project's image: Ray Train's TorchTrainer). Each pod of the
+first three runs `train`, which reads its place from what the controller injects
+(docker/app/torchenv_app/cluster.py); the manifests set nothing torchrun or the controller
+sets itself.
 
 The pods run as the image's non-root user on a read-only root filesystem, with writable
 mounts where torch writes: /dev/shm (a memory emptyDir: DataLoader workers, gloo, NCCL),
@@ -69,7 +69,7 @@ def validate(spec: JobSpec) -> None:
     if not NAME.fullmatch(spec.name) or longest > 63:
         raise TorchenvError(
             f"--name {spec.name!r}: a job's name must be lower-case letters, digits and '-', start with a letter and leave "
-            f"its pods' host names (like {spec.name}-0) 63 characters at most; try --name torchenv-train"
+            f"its pods' host names (here the longest is {longest_pod_name(spec)}) 63 characters at most; try --name torchenv-train"
         )
     if spec.kind == "rayjob" and len(spec.name) > RAYJOB_NAME_LIMIT:
         limit = RAYJOB_NAME_LIMIT
@@ -92,8 +92,8 @@ def longest_pod_name(spec: JobSpec) -> str:
     if spec.kind == "pytorchjob":
         return f"{spec.name}-worker-{spec.nodes - 2}" if spec.nodes > 1 else f"{spec.name}-master-0"
     if spec.kind == "rayjob":
-        # The operator's Services: <job>-head-svc (validate keeps KubeRay's own limit).
-        return f"{spec.name}-head-svc"
+        # The operator's head Service: <job>-<5 characters>-head-svc (validate keeps KubeRay's own limit).
+        return f"{spec.name}-xxxxx-head-svc"
     if spec.kind == "trainjob":
         # JobSet's pods: <jobset>-<replicated job>-<job index>-<pod index>, and its webhook
         # keeps room for the 5 characters the Job controller appends to a pod's name.

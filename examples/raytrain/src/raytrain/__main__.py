@@ -24,6 +24,7 @@ EXIT_LOSS_DID_NOT_FALL = 3
 EXIT_OUTPUT_NOT_WRITABLE = 4
 EXIT_RANKS_DIVERGED = 7
 EXIT_TOO_FEW_NODES = 12
+EXIT_NO_CLUSTER = 13
 
 # The smallest object store Ray accepts is 75 MiB; the demo puts next to nothing in it.
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
@@ -159,7 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train import TrainingFailedError
 
     started = time.monotonic()
-    start_ray(args)
+    try:
+        start_ray(args)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(
+            f"raytrain: error: cannot join Ray at {args.address} ({reason}); start the head (ray start --head) "
+            "and check --address (or RAY_ADDRESS) and that RAY_AUTH_TOKEN is the cluster's",
+            file=sys.stderr,
+        )
+        return EXIT_NO_CLUSTER
     try:
         nodes = wait_for_nodes(args.min_nodes, args.wait)
         if nodes < args.min_nodes:
