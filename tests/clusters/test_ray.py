@@ -62,7 +62,8 @@ def test_a_rayjob_of_two_nodes_trains_the_model_compose_trains(raytrain_image: s
         status = running.containers[cluster.head.name].exec_run(
             ["ray", "job", "status", "--address", cluster.dashboard, cluster.submission_id], user=str(kubernetes.USER_ID)
         )
-        assert "SUCCEEDED" in status.output.decode(errors="replace"), status.output.decode(errors="replace") + logs
+        said = status.output.decode(errors="replace")
+        assert status.exit_code == 0 and f"Job '{cluster.submission_id}' succeeded" in said, said + logs
         result = running.client.containers.run(
             raytrain_image,
             ["sh", "-c", f"cat /out/raytrain/result.json && python -c '{COMPARE}' \"{CHECKPOINT}\" /reference/checkpoint.pt"],
