@@ -111,8 +111,9 @@ def container(variant: Variant, spec: JobSpec, name: str, port: dict[str, Any], 
     # many a pod has); the Job or the controller replaces a lost pod, and torchrun's
     # restarts resume the others from /out's checkpoint.
     command = ["train", "--out", OUT, "--max-restarts", str(spec.max_restarts)]
-    command += ["--nproc", str(gpus(variant, spec))] if gpus(variant, spec) else []
-    limits = {"nvidia.com/gpu": gpus(variant, spec)} if gpus(variant, spec) else {}
+    count = gpus(variant, spec)
+    command += ["--nproc", str(count)] if count else []
+    limits = {"nvidia.com/gpu": count} if count else {}
     return {
         "name": name,
         "image": spec.image,
