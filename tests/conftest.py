@@ -16,6 +16,7 @@ from torchenv.model import platforms
 
 from . import skips
 from .canaries import plant_registry_login
+from .disk_watch import DiskWatch
 from .progress import VariantProgress
 
 HERE = Path(__file__).parent
@@ -62,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(VariantProgress(), "torchenv-variant-progress")
     if not config.option.markexpr == "unit":
         plant_registry_login(Path(config.rootpath) / "build" / "test-docker-config")
+        config.pluginmanager.register(DiskWatch(Path(config.rootpath) / "build" / "test-results" / "disk-free.tsv"), "torchenv-disk-watch")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -235,7 +235,7 @@ def stop_pause_process(folder: Path) -> None:
             pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def podman() -> Iterator[Podman]:
     require_tools()
     user = ensure_user()
@@ -269,7 +269,7 @@ def podman() -> Iterator[Podman]:
             cleanup.callback(session.clean)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def podman_image(podman: Podman, image: str) -> str:
     """IMAGE, loaded from the Docker engine into the user's Podman (`docker save | podman
     load`): the same image ID; Podman names it docker.io/library/NAME, and the short name
@@ -310,7 +310,7 @@ def user_python(podman: Podman) -> str:
     pytest.fail(f"{podman.user.name} can run none of {tried} (podman-compose needs Python >= 3.9)", pytrace=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def compose_tool(podman: Podman) -> Podman:
     """podman-compose (the version .venv pins) and what it imports, where the user can read them."""
     tool = podman.folder / "podman-compose"
