@@ -25,3 +25,9 @@ def test_a_torchenv_error_wins_and_unknown_output_gives_nothing() -> None:
         "variant cu117: a CPU-only torch"
     )
     assert failure_reason(["something else broke"]) is None
+
+
+def test_a_full_disk_is_named_with_what_to_do() -> None:
+    lines = ["#12 41.3 error: failed to write to file `/opt/venv/lib/libcublasLt.so.11`: No space left on device (os error 28)"]
+    reason = failure_reason(lines)
+    assert reason is not None and "no space left on device" in reason and "invoke clean" in reason

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from torchenv import engine
 from torchenv.errors import TorchenvError
 from torchenv.locking.locks import LOCK_DIR, base_drift, locked_packages, read_lock, without_epoch
 from torchenv.locking.sizes import locked_hashes
@@ -16,6 +17,8 @@ from torchenv.model.names import Label
 from torchenv.model.settings import Settings
 from torchenv.pipeline import build
 from torchenv.pipeline.build import build_request, lock_for, needed_space_gb
+
+from .fake_engine import FakeEngine
 
 # (variant, platform) of the locks made here; cpu on amd64 and cu118 need the PyTorch index.
 LOCKED_HERE = [("cu117", "linux/amd64"), ("cu121", "linux/amd64"), ("cpu", "linux/arm64")]
@@ -119,6 +122,24 @@ def test_disk_estimate_comes_from_the_locked_wheel_sizes(matrix, name: str, plat
     needed = needed_space_gb(variant, Settings.load(), lock)
     assert needed == pytest.approx(lock.wheel_bytes / 1e9 * 5.4 + 1)
     assert needed_space_gb(variant, Settings.load({"min_free_gb": 3}), lock) == 3
+    # A rebuild of the same lock writes the venv once, not twice (its layers are there).
+    again = needed_space_gb(variant, Settings.load(), lock, layers_present=True)
+    assert again == pytest.approx(lock.wheel_bytes / 1e9 * 3.2 + 1)
+
+
+def test_a_rebuild_counts_the_layers_present_only_for_an_image_of_the_same_lock(matrix) -> None:
+    variant = matrix.get("cu117")
+    settings = Settings.load()
+    lock = read_lock(variant)
+    assert lock is not None
+    fake = FakeEngine()
+    with engine.use(fake):
+        assert not build.holds_same_lock(variant, settings, lock)  # no image yet
+        fake.tags[build.image_tag(variant, settings)] = fake.add_image("other", {Label.LOCK_SHA256: "0" * 64})
+        assert not build.holds_same_lock(variant, settings, lock)  # built from another lock
+        fake.tags[build.image_tag(variant, settings)] = fake.add_image("same", {Label.LOCK_SHA256: lock.sha256})
+        assert build.holds_same_lock(variant, settings, lock)
+        assert not build.holds_same_lock(variant, settings, None)
 
 
 def test_locked_hashes_reads_every_package() -> None:

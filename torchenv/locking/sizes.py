@@ -41,8 +41,12 @@ def wheel_bytes(lock_text: str, index_of: Callable[[str], str], platform: str, s
     return total
 
 
-def build_needs_gb(wheel_download_bytes: int | None, is_cuda: bool) -> float:
+def build_needs_gb(wheel_download_bytes: int | None, is_cuda: bool, layers_present: bool = False) -> float:
+    """LAYERS_PRESENT: the engine holds an image of the same lock, whose venv layers a
+    rebuild takes from the build cache or, where that was pruned, writes again as the
+    same layers; then only the stage's venv and the downloads need room."""
     if wheel_download_bytes is None:
         return FALLBACK_GB["cuda" if is_cuda else "cpu"]
     download_gb = wheel_download_bytes / 1e9
-    return download_gb * (1 + 2 * INSTALLED_PER_WHEEL_BYTE) + BUILD_OVERHEAD_GB
+    venv_copies = 1 if layers_present else 2
+    return download_gb * (1 + venv_copies * INSTALLED_PER_WHEEL_BYTE) + BUILD_OVERHEAD_GB

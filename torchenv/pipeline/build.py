@@ -209,9 +209,18 @@ def exclusive_build(variant: Variant, settings: Settings) -> Iterator[None]:
         yield
 
 
-def needed_space_gb(variant: Variant, settings: Settings, lock: Lock | None) -> float:
-    """TORCHENV_MIN_FREE_GB, or an estimate from the lock's wheel sizes."""
-    return settings.min_free_gb or build_needs_gb(lock.wheel_bytes if lock else None, variant.is_cuda)
+def needed_space_gb(variant: Variant, settings: Settings, lock: Lock | None, layers_present: bool = False) -> float:
+    """TORCHENV_MIN_FREE_GB, or an estimate from the lock's wheel sizes (smaller when the
+    engine already holds the variant built from this lock: LAYERS_PRESENT)."""
+    return settings.min_free_gb or build_needs_gb(lock.wheel_bytes if lock else None, variant.is_cuda, layers_present)
+
+
+def holds_same_lock(variant: Variant, settings: Settings, lock: Lock | None) -> bool:
+    """Whether the engine's image of the variant was built from LOCK: a rebuild's big layers are there."""
+    if lock is None:
+        return False
+    present = engine.get().image(image_tag(variant, settings))
+    return present is not None and present.labels.get(Label.LOCK_SHA256) == lock.sha256
 
 
 def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache: bool = False) -> str:
@@ -224,7 +233,8 @@ def build_variant(variant: Variant, matrix: Matrix, settings: Settings, no_cache
     platforms.require_runnable(variant.platform)
     docker = engine.get()
     docker.require()
-    require_free_space(needed_space_gb(variant, settings, lock), f"a build of {variant.name}")
+    layers_present = not no_cache and holds_same_lock(variant, settings, lock)
+    require_free_space(needed_space_gb(variant, settings, lock, layers_present), f"a build of {variant.name}")
     with exclusive_build(variant, settings):
         base_image = base_image_for(variant, settings)
         emulated = "" if variant.platform == host_platform() else ", emulated"

@@ -12,6 +12,11 @@ def failure_reason(lines: list[str]) -> str | None:
         if "torchenv: error: " in line:
             return line.split("torchenv: error: ", 1)[1].strip()
     for index, line in enumerate(lines):
+        if "no space left on device" in line.lower():
+            return (
+                "the engine's disk filled up during the build (no space left on device); free space on Docker's "
+                "data root (invoke clean removes torchenv's images and cache, docker builder prune the rest) and retry"
+            )
         if "DO NOT MATCH THE HASHES" in line:
             return _hash_mismatch(lines[index + 1 : index + 12])
         if match := UV_HASH_MISMATCH.search(line):
