@@ -32,6 +32,18 @@ def test_the_image_sets_pytorch_version_for_enroots_hook(container: TrackedConta
     assert container.python("import torch; print(torch.__version__)").startswith(variant.torch_release)
 
 
+def test_a_pytorchjobs_standalone_flag_does_not_break_torchrun(container: TrackedContainer) -> None:
+    # training-operator writes PET_STANDALONE="" for elasticPolicy.standalone, which torch
+    # 2.0's own torchrun parser cannot read (int("")); train launches one node all the same.
+    pod = "MASTER_ADDR=localhost MASTER_PORT=23456 WORLD_SIZE=1 RANK=0 PET_NNODES=1 PET_STANDALONE="
+    result = container.host.run(f"{pod} train --device cpu --nproc 2 --epochs 1 --out /tmp/standalone")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert json.loads(container.host.file("/tmp/standalone/metrics.json").content_string)["distributed"]["world_size"] == 2
+    # Stock torchrun fails on the same variable: what train spares the user.
+    stock = container.host.run("PET_STANDALONE= python -c 'from torch.distributed.run import get_args_parser; get_args_parser()'")
+    assert stock.rc != 0 and "invalid literal for int()" in stock.stderr, stock.stdout + stock.stderr
+
+
 def test_train_notices_ranks_that_diverge(container: TrackedContainer) -> None:
     result = container.host.run("TORCHENV_TRAIN_DIVERGE_RANK=1 train --device cpu --nproc 2 --epochs 2 --out /tmp/diverge")
     assert result.rc == 7, result.stdout + result.stderr

@@ -140,6 +140,16 @@ def test_pytorchjob_with_nproc_per_node_and_an_elastic_policy() -> None:
         plan_for({**env, "PET_NNODES": "1:4"})
 
 
+def test_an_elastic_policys_standalone_is_refused_for_several_nodes_and_harmless_for_one() -> None:
+    # training-operator sets PET_STANDALONE to "" for elasticPolicy.standalone: true.
+    env = {"MASTER_ADDR": "ft-master-0", "MASTER_PORT": "23456", "WORLD_SIZE": "2", "RANK": "1", "PET_NNODES": "2", "PET_STANDALONE": ""}
+    with pytest.raises(cluster.ClusterError, match=r"^PET_STANDALONE is set .* for a job of 2 nodes: .*remove standalone"):
+        plan_for(env)
+    assert plan_for({**env, "PET_STANDALONE": "0"}).nnodes == 2
+    single = plan_for({**env, "PET_NNODES": "1", "RANK": "0", "WORLD_SIZE": "1"})
+    assert (single.nnodes, single.node_rank) == (1, 0)
+
+
 def test_trainjob_leaves_its_pet_variables_as_torchrun_reads_them() -> None:
     # Trainer v2's torch plugin: static rendezvous at node 0 of the JobSet, "auto" processes.
     env = {

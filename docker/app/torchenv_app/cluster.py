@@ -18,6 +18,11 @@ RENDEZVOUS = ("c10d", "static")
 # Seconds a node waits for the others and for node 0's store: torch's static rendezvous
 # default. c10d's own (60 s to reach the store) fails a job whose node 0 is scheduled late.
 RDZV_TIMEOUT = 900
+# torchrun's flags, which its parser takes from PET_<NAME> when it is built: torch 2.0's
+# argparse_util.check_env reads bool(int(value)), so the empty value that a PyTorchJob's
+# elasticPolicy.standalone sets (training-operator's elastic env generator) breaks the
+# parser. train chooses these itself (its module, run by Python, on its rendezvous).
+TORCHRUN_FLAG_VARIABLES = ("PET_STANDALONE", "PET_NO_PYTHON", "PET_RUN_PATH", "PET_MODULE")
 
 
 class ClusterError(ValueError):
@@ -35,6 +40,8 @@ class Placement:
     nproc: str | None = None  # torchrun's spelling: "4", "auto", "gpu", "cpu"
     rdzv: str | None = None
     rdzv_id: str | None = None
+    # PET_STANDALONE is set (elasticPolicy.standalone): every node its own rendezvous.
+    standalone: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,7 @@ def _torchrun_variables(env: Mapping[str, str]) -> Placement:
         nproc=env.get("PET_NPROC_PER_NODE"),
         rdzv=backend if backend in RENDEZVOUS else None,
         rdzv_id=env.get("PET_RDZV_ID") or (host.split(".")[0].removesuffix("-master-0") if host else None),
+        standalone="PET_STANDALONE" in env and env["PET_STANDALONE"].strip() != "0",
     )
 
 
@@ -240,6 +248,11 @@ def plan(
     """Flags first, then the engine, then the defaults; the engine's "auto" process count is
     AUTO_NPROC (the visible GPUs, else the cores, as torchrun counts them)."""
     nnodes = nnodes or placement.nnodes or 1
+    if placement.standalone and nnodes > 1:
+        raise ClusterError(
+            f"PET_STANDALONE is set (a PyTorchJob's elasticPolicy.standalone) for a job of {nnodes} nodes: standalone gives "
+            "each node a rendezvous of its own, so they never meet; remove standalone from the job's elasticPolicy"
+        )
     node_rank = node_rank if node_rank is not None else placement.node_rank or 0
     if not 0 <= node_rank < nnodes:
         raise ClusterError(f"the node rank must be between 0 and {nnodes - 1} (nodes - 1), got {node_rank}")

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from torchenv_app.cluster import LaunchPlan
+from torchenv_app.cluster import TORCHRUN_FLAG_VARIABLES, LaunchPlan
 
 # How many restarts the launcher gave torchrun, for the ranks' own advice on a failure.
 MAX_RESTARTS_ENV = "TORCHENV_MAX_RESTARTS"
@@ -132,6 +132,9 @@ def launch(argv: list[str], plan: LaunchPlan) -> int:
     # torch threads per process: the node's cores shared out, not oversubscribed.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.nproc)))
     os.environ[MAX_RESTARTS_ENV] = str(plan.max_restarts)
+    # PLAN decided them (cluster.TORCHRUN_FLAG_VARIABLES); left set, torchrun's parser would read them.
+    for name in TORCHRUN_FLAG_VARIABLES:
+        os.environ.pop(name, None)
     if plan.nnodes > 1:
         wait_for_master(plan)
     options = torchrun_options(plan, free_port())

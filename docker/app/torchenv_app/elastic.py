@@ -53,14 +53,18 @@ def resume_state(torch: Any, path: Path, rank: int, world_size: int) -> dict[str
     first attempt, whose stale checkpoint of an earlier run the main rank removes."""
     import torch.distributed as dist
 
-    mine = own_checkpoint(torch, path)
-    offers: list[Any] = [None] * world_size
-    dist.all_gather_object(offers, (restart_count(), (len(mine["history"]), mine["saved_at"]) if mine else None))
-    if max(restarts for restarts, _ in offers) == 0:
+    # The restart counts first: a first attempt reads no checkpoint (a big model's takes
+    # long to load, only to be removed).
+    restarts: list[Any] = [None] * world_size
+    dist.all_gather_object(restarts, restart_count())
+    if max(restarts) == 0:
         if rank == 0 and path.exists():
             path.unlink()
         return None
-    held = [(offer, source) for source, (_, offer) in enumerate(offers) if offer is not None]
+    mine = own_checkpoint(torch, path)
+    offers: list[Any] = [None] * world_size
+    dist.all_gather_object(offers, (len(mine["history"]), mine["saved_at"]) if mine else None)
+    held = [(offer, source) for source, offer in enumerate(offers) if offer is not None]
     if not held:
         return None  # lost before the first epoch's checkpoint: the run starts again
     _, source = max(held)
