@@ -7,7 +7,8 @@ rootless Podman, as a user other than root runs it (docs/podman.md).
   CONTAINERS_STORAGE_CONF: nothing on the host is configured, and the user's own files are
   not read. The storage (native overlay) lies in a folder of the user's that the session
   removes at its end, with the image in it (some 4.5 GB).
-- The image loaded once, `docker save | podman load`, as that user.
+- The image pulled once, as that user, from a registry on 127.0.0.1 that torchenv's zstd
+  push filled.
 - podman-compose, the pinned version from .venv, copied where the user can read it (the
   clone may lie under a home of mode 0700), run with a Python the user may run.
 """
@@ -22,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -34,8 +34,11 @@ import pytest
 import yaml
 
 from torchenv import PROJECT_ROOT, engine
+from torchenv.model.settings import Settings
+from torchenv.pipeline import scratch_registry, zstd_push
 
 from ..clusters.conftest import image, matrix, settings, variant
+from ..helpers import ZSTD_LEVEL
 
 __all__ = ["image", "matrix", "settings", "variant"]
 
@@ -270,29 +273,23 @@ def podman() -> Iterator[Podman]:
 
 
 @pytest.fixture(scope="package")
-def podman_image(podman: Podman, image: str) -> str:
-    """IMAGE, loaded from the Docker engine into the user's Podman (`docker save | podman
-    load`): the same image ID; Podman names it docker.io/library/NAME, and the short name
-    finds it."""
+def podman_image(podman: Podman, image: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """IMAGE as a user's Podman gets it from a registry (docs/podman.md): pushed by torchenv's
+    zstd push to a registry on 127.0.0.1, pulled by the user's Podman, named IMAGE there;
+    the same image ID. (`docker save | podman load` held some 13 GB of temporary copies on
+    top of the storage while it ran: the test run's peak on disk.)"""
     docker = engine.get()
     wanted = docker.image_id(image)
     assert wanted, image
-    argv = podman.command("podman", "load")
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True) as load:
-        watchdog = threading.Timer(400, os.killpg, (load.pid, signal.SIGKILL))
-        watchdog.start()
-        try:
-            try:
-                with docker.saved(image) as archive:
-                    shutil.copyfileobj(archive, load.stdin, 1 << 20)
-                load.stdin.close()
-            except BrokenPipeError:
-                pass  # podman load ended early: its output says why
-            output = load.stdout.read().decode(errors="replace")
-            load.wait()
-        finally:
-            watchdog.cancel()
-    assert load.returncode == 0, f"podman load of {image} failed (rc {load.returncode}; killed after 400 s if -9):\n{output[-3000:]}"
+    repository, _, tag = image.rpartition(":")
+    with scratch_registry.serving(tmp_path_factory.mktemp("podman-registry"), "the Podman tests") as registry:
+        reference = f"{registry.address}/{repository.rpartition('/')[2]}:{tag}"
+        zstd_push.push(wanted, [reference], registry.address, settings.work_dir, ZSTD_LEVEL)
+        pulled = podman("pull", "--quiet", "--tls-verify=false", reference, timeout=400)
+        assert pulled.returncode == 0, f"podman pull of {reference} failed:\n{pulled.stdout[-2000:]}{pulled.stderr[-2000:]}"
+    assert pulled.stdout.strip().splitlines()[-1] == wanted.removeprefix("sha256:"), (pulled.stdout, wanted)
+    named = podman("tag", reference, image)
+    assert named.returncode == 0, named.stderr
     loaded = podman("image", "inspect", "--format", "{{.Id}}", image)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == wanted.removeprefix("sha256:"), (loaded.stdout, wanted)

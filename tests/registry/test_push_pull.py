@@ -27,7 +27,7 @@ from torchenv.pipeline.tagging import published_tags
 from torchenv.pipeline.testrecords import passed_record
 
 from .. import skips
-from ..helpers import compose_run, free_port
+from ..helpers import ZSTD_LEVEL, compose_run, free_port
 from ..secret_scan import registry_files, scan_files
 from .conftest import Keys, LocalRegistry
 
@@ -141,7 +141,7 @@ def test_round_trip_push_sign_delete_pull_verify_train(
     # zstd at level 3: the same push, pull and layers as at the default level, faster on
     # a 2-core machine (the level is only a parameter of the compressor). Signed
     # with the run's key pair, and pulled back by a pull that checks against its public key.
-    settings = dataclasses.replace(settings, zstd_level=3, sign_key=str(keys.ours.private), verify_key=str(keys.ours.public))
+    settings = dataclasses.replace(settings, zstd_level=ZSTD_LEVEL, sign_key=str(keys.ours.private), verify_key=str(keys.ours.public))
     record = publish.push(VARIANT, matrix, settings, local_registry)
     assert record.signed
     # cosign itself: the signature, and a provenance naming this lock and this commit (read

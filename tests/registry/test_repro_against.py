@@ -25,7 +25,7 @@ from torchenv.pipeline import publish
 from torchenv.pipeline.build import image_tag
 from torchenv.pipeline.testrecords import passed_record
 
-from ..helpers import invoke
+from ..helpers import ZSTD_LEVEL, invoke
 
 VARIANT = "cu117"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.needs_variants(VARIANT)
 @pytest.fixture(scope="module")
 def pushed(local_registry: str, tmp_path_factory: pytest.TempPathFactory) -> PushRecord:
     """cu117 as `invoke push` publishes it (zstd at level 3, the fastest on 2 cores)."""
-    settings = dataclasses.replace(Settings.load(), digests_file=tmp_path_factory.mktemp("digests") / "digests.json", zstd_level=3)
+    settings = dataclasses.replace(Settings.load(), digests_file=tmp_path_factory.mktemp("digests") / "digests.json", zstd_level=ZSTD_LEVEL)
     image_id = engine.get().image_id(image_tag(load_matrix().get(VARIANT), settings))
     if image_id is None or passed_record(image_id, settings) is None:
         pytest.fail(f"{VARIANT} has not passed every test of tests/images in this run; push needs a passing test record", pytrace=False)
