@@ -36,7 +36,7 @@ def test_a_pytorchjobs_standalone_flag_does_not_break_torchrun(container: Tracke
     # training-operator writes PET_STANDALONE="" for elasticPolicy.standalone, which torch
     # 2.0's own torchrun parser cannot read (int("")); train launches one node all the same.
     pod = "MASTER_ADDR=localhost MASTER_PORT=23456 WORLD_SIZE=1 RANK=0 PET_NNODES=1 PET_STANDALONE="
-    result = container.host.run(f"{pod} train --device cpu --nproc 2 --epochs 1 --out /tmp/standalone")
+    result = container.host.run(f"{pod} train --device cpu --nproc 2 --epochs 4 --out /tmp/standalone")
     assert result.rc == 0, result.stdout + result.stderr
     assert json.loads(container.host.file("/tmp/standalone/metrics.json").content_string)["distributed"]["world_size"] == 2
     # Stock torchrun fails on the same variable: what train spares the user.
