@@ -184,8 +184,10 @@ def tracked(image: str, options: RunOptions) -> Iterator[TrackedContainer]:
         engine.get().remove_container(container_id)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def container(image: str, variant: Variant) -> Iterator[TrackedContainer]:
+    """One idle container per image for the tests here, gone when they end: a later tier
+    (the registry's round trip) removes the image, which a running container would hold."""
     with tracked(image, RunOptions(platform=variant.platform, gpus=GPUS)) as found:
         yield found
 
