@@ -3,7 +3,7 @@ for half an hour against two engines; its arithmetic should not fail at the end)
 
 from typing import Any
 
-from bench import publishing, pull_ready
+from bench import extraction, publishing, pull_ready
 
 
 def trial(ready: float, bound: str = "CPU") -> dict[str, Any]:
@@ -70,3 +70,18 @@ def test_a_containerd_only_run_keeps_the_classic_rows_with_their_own_engine_and_
     assert again["classic"] == merged["classic"]
     # Nothing earlier to keep: the fresh result as it is.
     assert publishing.with_earlier_classic_rows(fresh, {}, None) is fresh
+
+
+def test_the_extraction_table_sets_the_load_against_the_pull() -> None:
+    pull = {"layers": {"61953c4c6ede0000": {"Extracting": 10.0, "Pull complete": 24.5}, "91be25d2826c0000": {"Downloading": 0.1}}}
+    assert extraction.extraction_seconds(pull) == {"61953c4c6ede": 14.5}
+    results = {
+        "variant": "cu117",
+        "zstd_level": 9,
+        "configuration": {"engine": "26.1.5", "storage_driver": "overlay2"},
+        "rounds": [{"load": {"loaded": 40.0}, "pull": {"pulled": 32.0}}, {"load": {"loaded": 38.0}, "pull": {"pulled": 34.0}}],
+    }
+    table = extraction.table(results)
+    assert "| `docker load` (uncompressed archive) | 39.0 | 38.0-40.0 |" in table
+    assert "| pull, zstd 9 from 127.0.0.1 | 33.0 | 32.0-34.0 |" in table
+    assert "| ratio load / pull | 1.18 | |" in table
