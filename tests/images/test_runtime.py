@@ -248,7 +248,7 @@ def test_dataloader_workers_train_with_a_real_shared_memory(image: str, variant:
     assert (metrics["workers"], metrics["features"], metrics["loss_fell"]) == (1, 32768, True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def arbitrary_uid(image: str, variant: Variant) -> Iterator[TrackedContainer]:
     """The image as Kubernetes and OpenShift run it: an arbitrary UID in group 0 with no
     passwd entry, read-only, /tmp the only writable place (the hardened defaults)."""

@@ -44,7 +44,7 @@ def host_secrets() -> list[bytes]:
     return [secret.encode() for secret in secrets]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def needles(variant: Variant, settings: Settings, container: TrackedContainer) -> Needles:
     bundle = settings.ca_bundle_path()
     assert bundle is not None, "the host has no CA bundle; nothing was handed to the build"
@@ -61,7 +61,7 @@ def needles(variant: Variant, settings: Settings, container: TrackedContainer) -
     return Needles([cert.splitlines()[len(cert.splitlines()) // 2].encode() for cert in host_only], host_secrets())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scan(image: str, needles: Needles) -> ScanResult:
     return scan_saved_image(image, needles.host_ca + needles.host_secrets)
 
