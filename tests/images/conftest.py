@@ -132,6 +132,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in dropped]
 
 
+# The image each entry under test turned out to be (ImageUnderTest.id -> reference), once
+# the image fixture made or found it: what each test's outcome is recorded against.
+TESTED: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def variant(under_test: ImageUnderTest) -> Variant:
     return under_test.variant
@@ -143,6 +148,7 @@ def image(under_test: ImageUnderTest, matrix: Matrix, settings: Settings) -> str
     in the build cache) through torchenv.pipeline.build."""
     variant = under_test.variant
     if under_test.reference:
+        TESTED[under_test.id] = under_test.reference
         return under_test.reference
     try:
         wheels.require_reachable(variant, settings)
@@ -154,8 +160,10 @@ def image(under_test: ImageUnderTest, matrix: Matrix, settings: Settings) -> str
         tag = image_tag(variant, settings)
         if engine.get().image_id(tag) is None:
             skips.unreachable(f"{error}; {tag} is absent (tests/mirror walks this path against a mirror on 127.0.0.1)")
+        TESTED[under_test.id] = tag
         return tag
-    return build_variant(variant, matrix, settings)
+    TESTED[under_test.id] = build_variant(variant, matrix, settings)
+    return TESTED[under_test.id]
 
 
 @dataclass
@@ -197,7 +205,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """Each image test's outcome goes into the image's test record: `invoke push` needs one
     in which every test passed (a skip is recorded as a skip, never as a pass)."""
     report = yield
-    reference = getattr(item, "funcargs", {}).get("image")
+    # By the test's image, whether the test asks for it or only for what is made of it
+    # (the idle container, the secret scan).
+    callspec = getattr(item, "callspec", None)
+    entry = callspec.params.get("under_test") if callspec else None
+    reference = TESTED.get(entry.id) if entry is not None else None
     if reference and (report.when == "call" or report.failed or report.skipped):
         image_id = engine.get().image_id(reference)
         if image_id:
