@@ -5,8 +5,8 @@ rootless Podman, as a user other than root runs it (docs/podman.md).
   range); otherwise the invoking user, who is rootless already.
 - Podman's configuration for this session only, handed over with CONTAINERS_CONF and
   CONTAINERS_STORAGE_CONF: nothing on the host is configured, and the user's own files are
-  not read. The storage (native overlay) lies in a folder of the user's that the session
-  removes at its end, with the image in it (some 4.5 GB).
+  not read. The storage (native overlay) lies in a folder of the user's that is removed
+  when these tests end, with the image in it (some 4.5 GB).
 - The image pulled once, as that user, from a registry on 127.0.0.1 that torchenv's zstd
   push filled.
 - podman-compose, the pinned version from .venv, copied where the user can read it (the
