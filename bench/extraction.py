@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -76,8 +77,7 @@ def main() -> None:
         zstd_push.push(image_id, [reference], registry, Path(work), settings.zstd_level)
         archive = Path(work) / "image.tar"
         with docker.saved(tag) as stream, archive.open("wb") as out:
-            while chunk := stream.read(1 << 20):
-                out.write(chunk)
+            shutil.copyfileobj(stream, out, 1 << 20)
         for number in range(args.rounds):
             print(f"bench: round {number + 1} of {args.rounds}: docker load, then the zstd pull", file=sys.stderr)
             loaded = load_trial(archive, tag)
