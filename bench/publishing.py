@@ -3,7 +3,7 @@ with `docker push`, gzip): the push at each zstd level and number of compression
 and pull-to-ready on an empty second engine (bench/pull_ready.py).
 
 Run from the project root:  ./invokew bench --publishing   (or python -m bench.publishing
-[--variant cu117] [--levels 3,6,9,12] [--pairs 5] [--skip-push] [--skip-pull]).
+[--variant cu117] [--levels 3,6,9,12] [--pairs 5] [--floor-pairs 2] [--skip-push] [--skip-pull]).
 Results go to bench/results/publishing.json; docs/performance/publishing.md shows them.
 """
 
@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--one-thread-level", type=int, default=9, help="the level also measured on one compression thread")
     parser.add_argument("--pairs", type=int, default=5, help="ABBA pairs of pull-to-ready trials (0: keep the earlier classic rows)")
     parser.add_argument("--containerd-pairs", type=int, default=2, help="ABBA pairs with the containerd image store (the second row)")
+    parser.add_argument(
+        "--floor-pairs", type=int, default=2, help="ABBA pairs against the same image uncompressed (the engine's floor, classic store)"
+    )
     parser.add_argument("--skip-push", action="store_true")
     parser.add_argument("--skip-pull", action="store_true")
     args = parser.parse_args()
@@ -117,7 +120,7 @@ def main() -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if not args.skip_pull:
         earlier = results.get("pull", {})
-        results["pull"] = pull_ready.measure(image, naive, settings.zstd_level, args.pairs, args.containerd_pairs)
+        results["pull"] = pull_ready.measure(image, naive, settings.zstd_level, args.pairs, args.containerd_pairs, args.floor_pairs)
         if args.pairs == 0:
             results["pull"] = with_earlier_classic_rows(results["pull"], earlier, measured_before)
         results["pull"].setdefault("measured", results["measured"])
@@ -140,7 +143,10 @@ def with_earlier_classic_rows(fresh: dict[str, Any], earlier: dict[str, Any], me
         "measured": before.get("measured", earlier.get("measured", measured_before)),
         "configuration": before.get("configuration", earlier.get("configuration")),
     }
-    return fresh | {"trials": earlier["trials"], "floor": earlier["floor"], "classic": classic}
+    kept = {"trials": earlier["trials"], "floor": earlier["floor"], "classic": classic}
+    if not fresh.get("engine_floor") and earlier.get("engine_floor"):
+        kept["engine_floor"] = earlier["engine_floor"]
+    return fresh | kept
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -29,7 +29,9 @@ from typing import Any
 
 import docker
 
+from bench import uncompressed_push
 from bench.performance import local_registry, push_gzip
+from bench.uncompressed_push import LayerFacts
 from torchenv import engine
 from torchenv.pipeline import zstd_push
 
@@ -244,8 +246,21 @@ def decode_seconds(blobs: list[Path]) -> float | None:
     return time.perf_counter() - start
 
 
-def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: int = 0) -> dict[str, Any]:
-    """ABBA pairs of pull-to-ready, torchenv (A, zstd at LEVEL) against naive (B, gzip)."""
+def engine_floor(ours: str, uncompressed: str, layers: list[LayerFacts], pairs: int) -> dict[str, Any]:
+    """ABBA pairs on the classic store: torchenv's zstd push (A) against the same image with
+    its layers uncompressed (B), which the engine registers with nothing to decode."""
+    trials: dict[str, Any] = {"torchenv": [], "uncompressed": [], "layers": [layer.as_dict() for layer in layers]}
+    for pair in range(pairs):
+        order = [("torchenv", ours), ("uncompressed", uncompressed)]
+        for name, reference in order if pair % 2 == 0 else order[::-1]:
+            print(f"bench: pull-to-ready, the engine's floor, pair {pair + 1} of {pairs}: {name}", file=sys.stderr)
+            trials[name].append(trial(reference, VERIFY))
+    return trials
+
+
+def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: int = 0, floor_pairs: int = 0) -> dict[str, Any]:
+    """ABBA pairs of pull-to-ready, torchenv (A, zstd at LEVEL) against naive (B, gzip); then
+    FLOOR_PAIRS against the same image uncompressed (the engine's floor), on the classic store."""
     try:
         configuration = engine_configuration()
     except Unavailable as reason:
@@ -262,6 +277,15 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
             for name, reference, command in order if pair % 2 == 0 else order[::-1]:
                 print(f"bench: pull-to-ready, pair {pair + 1} of {pairs}: {name}", file=sys.stderr)
                 trials[name].append(trial(reference, command))
+        floor_trials: dict[str, Any] = {}
+        if floor_pairs:
+            uncompressed = f"{registry}/{REPOSITORY}:uncompressed"
+            try:
+                layers = uncompressed_push.push(engine.get().require_image(image).id, uncompressed, Path(work))
+                floor_trials = engine_floor(ours, uncompressed, layers, floor_pairs)
+            except uncompressed_push.Unsupported as reason:
+                print(f"bench: {reason}; the engine's floor is left out", file=sys.stderr)
+                floor_trials = {"unavailable": str(reason)}
         store: dict[str, Any] = {"torchenv": [], "naive": []}
         try:
             for pair in range(containerd_pairs):
@@ -281,6 +305,7 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
         "level": level,
         "trials": trials,
         "containerd_store": store,
+        "engine_floor": floor_trials,
         "floor": {
             "write_bytes_per_s": bandwidth,
             "image_bytes": written,
@@ -303,6 +328,51 @@ def _row(label: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -
     ]
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def registration_seconds(floor_trials: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """Per layer of the uncompressed image (bottom first; those of a megabyte or more): its
+    facts and the median seconds from its extraction's start to its pull's end. An
+    uncompressed layer's blob digest is its diff ID, which the pull's events name."""
+    seconds = []
+    for layer in floor_trials.get("layers", []):
+        if layer["bytes"] < 1 << 20:
+            continue
+        short = layer["diff_id"].removeprefix("sha256:")[:12]
+        spans = [
+            events["Pull complete"] - events["Extracting"]
+            for t in floor_trials["uncompressed"]
+            if (events := t["layers"].get(short)) and "Extracting" in events and "Pull complete" in events
+        ]
+        seconds.append((layer, _median(spans)))
+    return seconds
+
+
+def _floor_lines(floor_trials: dict[str, Any], naive: list[dict[str, Any]]) -> tuple[list[str], str]:
+    """The engine's floor as table rows, and the sentence on its layers."""
+    ours, bare = [t["ready"] for t in floor_trials["torchenv"]], [t["ready"] for t in floor_trials["uncompressed"]]
+    ratios = [a / b for a, b in zip(ours, bare, strict=True)]
+    bound = "/".join(sorted({t["bound"] for t in floor_trials["uncompressed"]}))
+    rows = [
+        f"| classic store: torchenv, layers uncompressed (nothing to decode) | {statistics.median(bare):.1f} | "
+        f"{min(bare):.1f}-{max(bare):.1f} | {bound} |",
+        f"| classic store: zstd / uncompressed (median of ready, {len(ratios)} ABBA pairs) | "
+        f"{statistics.median(ours) / statistics.median(bare):.2f} | per pair: " + ", ".join(f"{r:.2f}" for r in ratios) + " | |",
+    ]
+    if naive:
+        rows.append(
+            f"| classic store: uncompressed / naive (median of ready) | "
+            f"{statistics.median(bare) / statistics.median(t['ready'] for t in naive):.2f} | | |"
+        )
+    layers = "; ".join(
+        f"{layer['bytes'] / 1e9:.2f} GB in {layer['entries'] / 1000:.1f}k entries: {seconds:.1f} s"
+        for layer, seconds in registration_seconds(floor_trials)
+    )
+    return rows, f"The engine's registration of each uncompressed layer (extracting to pull complete, median): {layers}."
+
+
 def described(configuration: dict[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in configuration.items())
 
@@ -316,6 +386,12 @@ def table(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         *_row("classic store", trials["torchenv"], trials["naive"]),
     ]
+    floor_trials, registration = results.get("engine_floor") or {}, ""
+    if "unavailable" in floor_trials:
+        lines.append(f"| the engine's floor: left out ({floor_trials['unavailable']}) | | | |")
+    elif floor_trials.get("uncompressed"):
+        rows, registration = _floor_lines(floor_trials, trials["naive"])
+        lines += rows
     store = results.get("containerd_store", {})
     if "unavailable" in store:
         lines.append(f"| containerd store: left out ({store['unavailable']}) | | | |")
@@ -329,6 +405,7 @@ def table(results: dict[str, Any]) -> str:
         f"{decode:.1f} s = {floor['seconds']:.1f} s."
         if decode is not None
         else "Floor: no zstd tool here to measure the decode time.",
+        *([registration] if registration else []),
         f"Engine: {described(config)}",
     ]
     if (classic := results.get("classic")) and classic.get("configuration") not in (None, config):

@@ -34,6 +34,47 @@ def test_the_pull_table_has_the_median_ratio_each_pairs_ratio_and_the_floor() ->
     assert "Engine: engine 26.1.5, storage_driver overlay2" in table
 
 
+def pulled(ready: float, layers: dict[str, dict[str, float]]) -> dict[str, Any]:
+    return trial(ready) | {"layers": layers}
+
+
+def test_the_engine_floor_sets_the_same_image_uncompressed_against_the_zstd_pull_and_the_naive() -> None:
+    base, nvidia = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    results = {
+        "configuration": {"engine": "26.1.5"},
+        "trials": {"torchenv": [trial(32), trial(33)], "naive": [trial(55), trial(56)]},
+        "engine_floor": {
+            "torchenv": [trial(32), trial(34)],
+            "uncompressed": [
+                pulled(33, {"a" * 12: {"Extracting": 0.5, "Pull complete": 5.5}, "b" * 12: {"Extracting": 5.5, "Pull complete": 15.0}}),
+                pulled(32, {"a" * 12: {"Extracting": 0.5, "Pull complete": 4.5}, "b" * 12: {"Extracting": 4.5, "Pull complete": 14.5}}),
+            ],
+            "layers": [
+                {"diff_id": base, "bytes": 316_000_000, "entries": 10_494},
+                {"diff_id": "sha256:" + "c" * 64, "bytes": 1_500, "entries": 6},
+                {"diff_id": nvidia, "bytes": 2_580_000_000, "entries": 2_219},
+            ],
+        },
+        "floor": {"write_bytes_per_s": 1e9, "image_bytes": 4.46e9, "decode_s_one_core": 9.1, "seconds": 13.5},
+    }
+    table = pull_ready.table(results)
+    assert "| classic store: torchenv, layers uncompressed (nothing to decode) | 32.5 | 32.0-33.0 | CPU |" in table
+    assert "| classic store: zstd / uncompressed (median of ready, 2 ABBA pairs) | 1.02 | per pair: 0.97, 1.06 | |" in table
+    assert "| classic store: uncompressed / naive (median of ready) | 0.59 | | |" in table
+    # Per layer of a megabyte or more, bottom first, matched to the pull's events by diff ID.
+    assert "(extracting to pull complete, median): 0.32 GB in 10.5k entries: 4.5 s; 2.58 GB in 2.2k entries: 9.8 s." in table
+
+
+def test_a_floor_that_could_not_be_pushed_says_why_in_the_table() -> None:
+    results = {
+        "configuration": {"engine": "24.0.7"},
+        "trials": {"torchenv": [trial(32)], "naive": [trial(55)]},
+        "engine_floor": {"unavailable": "the engine's `docker save` does not name layer sha256:0123 by its digest"},
+        "floor": {"write_bytes_per_s": 1e9, "image_bytes": 4.46e9, "decode_s_one_core": None, "seconds": 4.46},
+    }
+    assert "| the engine's floor: left out (the engine's `docker save` does not name" in pull_ready.table(results)
+
+
 def test_a_host_without_a_second_engine_says_so_in_the_table() -> None:
     assert pull_ready.table({"unavailable": "not root"}) == "(pull-to-ready left out: not root)"
 
@@ -68,6 +109,10 @@ def test_a_containerd_only_run_keeps_the_classic_rows_with_their_own_engine_and_
     # A second containerd-only run keeps the first date and engine, not its own.
     again = publishing.with_earlier_classic_rows(fresh, merged | {"configuration": {"kernel": "newer"}}, "later")
     assert again["classic"] == merged["classic"]
+    # The engine's floor of the earlier run stays beside its classic rows when none was measured now.
+    assert "engine_floor" not in merged
+    floored = publishing.with_earlier_classic_rows(fresh, earlier | {"engine_floor": {"torchenv": [trial(32)]}}, None)
+    assert floored["engine_floor"] == {"torchenv": [trial(32)]}
     # Nothing earlier to keep: the fresh result as it is.
     assert publishing.with_earlier_classic_rows(fresh, {}, None) is fresh
 
