@@ -429,7 +429,7 @@ def demo(c: Context) -> None:
         "variants": f"comma-separated variants to measure (default: {performance.BENCH_VARIANTS})",
         "cold": "also time a cold build against its floor (empties torchenv's build cache; downloads every wheel twice)",
         "publishing": "instead: the push per zstd level and pull-to-ready on an empty second engine, against the naive "
-        "image (about 40 min; bench/publishing.py)",
+        "image (about 45 min; bench/publishing.py)",
     }
 )
 @one_line_errors
