@@ -127,10 +127,17 @@ def main() -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     print(table)
-    when = results["measured"] if push_measured == results["measured"] else f"{results['measured']} (the push rows: {push_measured})"
+    when = dates(push_measured, results.get("pull", {}).get("measured"))
     heading = f"# The publishing path, measured\n\n`./invokew bench --publishing`, {when}, {variant.name}."
     REPORT.write_text(f"{heading}\n\n{table}\n")
     print(f"\n(results in {RESULTS.relative_to(PROJECT_ROOT)} and {REPORT.relative_to(PROJECT_ROOT)})")
+
+
+def dates(push: str | None, pull: str | None) -> str:
+    """When the rows were measured: one date, or each table's where they differ."""
+    if push == pull or not (push and pull):
+        return push or pull or "never"
+    return f"the push rows {push}, the pull-to-ready rows {pull}"
 
 
 def with_earlier_classic_rows(fresh: dict[str, Any], earlier: dict[str, Any], measured_before: str | None) -> dict[str, Any]:

@@ -130,3 +130,12 @@ def test_the_extraction_table_sets_the_load_against_the_pull() -> None:
     assert "| `docker load` (uncompressed archive) | 39.0 | 38.0-40.0 |" in table
     assert "| pull, zstd 9 from 127.0.0.1 | 33.0 | 32.0-34.0 |" in table
     assert "| ratio load / pull | 1.18 | |" in table
+
+
+def test_the_report_dates_each_table_where_they_were_measured_apart() -> None:
+    assert publishing.dates("2026-12-06 14:45 UTC", "2026-12-06 14:45 UTC") == "2026-12-06 14:45 UTC"
+    assert (
+        publishing.dates("2026-12-06 14:45 UTC", "2026-12-06 13:34 UTC")
+        == "the push rows 2026-12-06 14:45 UTC, the pull-to-ready rows 2026-12-06 13:34 UTC"
+    )
+    assert publishing.dates(None, "2026-12-06 13:34 UTC") == "2026-12-06 13:34 UTC"
