@@ -283,7 +283,7 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
             try:
                 layers = uncompressed_push.push(engine.get().require_image(image).id, uncompressed, Path(work))
                 floor_trials = engine_floor(ours, uncompressed, layers, floor_pairs)
-            except uncompressed_push.Unsupported as reason:
+            except uncompressed_push.NotPushed as reason:
                 print(f"bench: {reason}; the engine's floor is left out", file=sys.stderr)
                 floor_trials = {"unavailable": str(reason)}
         store: dict[str, Any] = {"torchenv": [], "naive": []}

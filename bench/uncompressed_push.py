@@ -23,8 +23,9 @@ LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
 _CHUNK = 1 << 20
 
 
-class Unsupported(Exception):
-    """This engine's `docker save` does not name its layers by digest (Docker before 25)."""
+class NotPushed(Exception):
+    """The uncompressed image could not be pushed (Docker before 25, whose `docker save`
+    does not name layers by digest, or skopeo refused); the reason is one line."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def write_layout(image_id: str, target: Path) -> list[LayerFacts]:
                     shutil.copyfileobj(data, out, _CHUNK)
     missing = [digest for digest in [*diff_ids, image_id] if not (blobs / digest.removeprefix("sha256:")).exists()]
     if missing:
-        raise Unsupported(f"the engine's `docker save` does not name layer {missing[0][:19]} by its digest (Docker 25 or later does)")
+        raise NotPushed(f"the engine's `docker save` does not name layer {missing[0][:19]} by its digest (Docker 25 or later does)")
     config = (blobs / image_id.removeprefix("sha256:")).read_bytes()
     layers = [LayerFacts(digest, (path := blobs / digest.removeprefix("sha256:")).stat().st_size, entries(path)) for digest in diff_ids]
     manifest = {
@@ -85,19 +86,10 @@ def push(image_id: str, reference: str, work: Path) -> list[LayerFacts]:
     target = work / "uncompressed-layout"
     try:
         layers = write_layout(image_id, target)
-        subprocess.run(
-            [
-                zstd_push.skopeo(),
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                "--preserve-digests",
-                f"oci:{target}:{zstd_layout.REFERENCE_NAME}",
-                f"docker://{reference}",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        command = ["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", f"oci:{target}:{zstd_layout.REFERENCE_NAME}"]
+        pushed = subprocess.run([zstd_push.skopeo(), *command, f"docker://{reference}"], capture_output=True, text=True)
+        if pushed.returncode != 0:
+            raise NotPushed(f"skopeo could not push the uncompressed image: {engine.last_line(pushed.stderr)}")
     finally:
         shutil.rmtree(target, ignore_errors=True)
     return layers

@@ -1,9 +1,17 @@
 """The publishing bench's tables and verdicts, from made-up trials (the bench itself runs
 for half an hour against two engines; its arithmetic should not fail at the end)."""
 
+import json
+from pathlib import Path
 from typing import Any
 
-from bench import extraction, publishing, pull_ready
+import pytest
+
+from bench import extraction, publishing, pull_ready, uncompressed_push
+from torchenv import engine
+
+from .fake_engine import FakeEngine
+from .zstd_images import Image, layer, sha256
 
 
 def trial(ready: float, bound: str = "CPU") -> dict[str, Any]:
@@ -139,3 +147,30 @@ def test_the_report_dates_each_table_where_they_were_measured_apart() -> None:
         == "the push rows 2026-12-06 14:45 UTC, the pull-to-ready rows 2026-12-06 13:34 UTC"
     )
     assert publishing.dates(None, "2026-12-06 13:34 UTC") == "2026-12-06 13:34 UTC"
+
+
+def test_the_uncompressed_layout_keeps_each_layer_as_the_engine_saved_it_and_counts_its_entries(tmp_path: Path) -> None:
+    image = Image([layer({"etc/os-release": b"Debian\n", "etc/hostname": b""}), layer({"opt/venv/big.so": b"x" * 5000})])
+    docker = FakeEngine()
+    docker.images[image.id] = image.facts()
+    docker.archives[image.id] = image.archive()
+    with engine.use(docker):
+        layers = uncompressed_push.write_layout(image.id, tmp_path / "layout")
+    assert [(facts.diff_id, facts.entries) for facts in layers] == [(image.diff_ids[0], 2), (image.diff_ids[1], 1)]
+    blobs = tmp_path / "layout" / "blobs" / "sha256"
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
+    assert manifest["config"]["digest"] == image.id and (blobs / image.id[7:]).read_bytes() == image.config
+    for entry, body in zip(manifest["layers"], image.layers, strict=True):
+        assert entry == {"mediaType": uncompressed_push.LAYER_MEDIA_TYPE, "digest": sha256(body), "size": len(body)}
+        assert (blobs / entry["digest"][7:]).read_bytes() == body
+
+
+def test_an_engine_that_saves_layers_under_other_names_gets_no_floor_and_a_reason(tmp_path: Path) -> None:
+    image = Image([layer({"etc/os-release": b"Debian\n"})])
+    docker = FakeEngine()
+    docker.images[image.id] = image.facts()
+    docker.archives[image.id] = image.archive(legacy=True)
+    with engine.use(docker), pytest.raises(uncompressed_push.NotPushed, match=r"does not name layer sha256:.* by its digest"):
+        uncompressed_push.push(image.id, "127.0.0.1:5000/bench:uncompressed", tmp_path)
+    assert not (tmp_path / "uncompressed-layout").exists()
