@@ -8,8 +8,6 @@ sends the OCI layout as it is (--preserve-digests), so nothing is compressed on 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import subprocess
 import tarfile
@@ -70,13 +68,7 @@ def write_layout(image_id: str, target: Path) -> list[LayerFacts]:
         "config": {"mediaType": zstd_layout.CONFIG_MEDIA_TYPE, "digest": image_id, "size": len(config)},
         "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": layer.diff_id, "size": layer.bytes} for layer in layers],
     }
-    body = json.dumps(manifest, separators=(",", ":")).encode()
-    manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    (blobs / manifest_digest.removeprefix("sha256:")).write_bytes(body)
-    entry = {"mediaType": zstd_layout.MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": len(body)}
-    index = {"schemaVersion": 2, "manifests": [entry | {"annotations": {"org.opencontainers.image.ref.name": zstd_layout.REFERENCE_NAME}}]}
-    (target / "index.json").write_text(json.dumps(index))
-    (target / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    zstd_layout.write_index(target, manifest)
     return layers
 
 

@@ -237,14 +237,22 @@ def write(image_id: str, target: Path, level: int, cache_folder: Path) -> Layout
         "layers": [{"mediaType": ZSTD_LAYER_MEDIA_TYPE, "digest": blobs[d].digest, "size": blobs[d].size} for d in diff_ids],
         "annotations": {LEVEL_ANNOTATION: str(level), LIBRARY_ANNOTATION: library()},
     }
-    body = json.dumps(manifest, separators=(",", ":")).encode()
-    manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
     folder = target / "blobs" / "sha256"
     folder.mkdir(parents=True)
     (folder / image_id.removeprefix("sha256:")).write_bytes(config)
-    (folder / manifest_digest.removeprefix("sha256:")).write_bytes(body)
     for blob in blobs.values():
         _link(blob.path, folder / blob.digest.removeprefix("sha256:"))
+    manifest_digest = write_index(target, manifest)
+    cache.prune({blob.path for blob in blobs.values()})
+    return Layout(target, manifest_digest, manifest)
+
+
+def write_index(target: Path, manifest: dict[str, object]) -> str:
+    """MANIFEST into the layout in TARGET (whose blobs folder exists) as its one image,
+    named REFERENCE_NAME; returns the manifest's digest."""
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    (target / "blobs" / "sha256" / manifest_digest.removeprefix("sha256:")).write_bytes(body)
     index = {
         "schemaVersion": 2,
         "manifests": [
@@ -258,8 +266,7 @@ def write(image_id: str, target: Path, level: int, cache_folder: Path) -> Layout
     }
     (target / "index.json").write_text(json.dumps(index))
     (target / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    cache.prune({blob.path for blob in blobs.values()})
-    return Layout(target, manifest_digest, manifest)
+    return manifest_digest
 
 
 def _link(source: Path, target: Path) -> None:
