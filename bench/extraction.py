@@ -28,6 +28,7 @@ from typing import Any
 
 from bench import pull_ready
 from bench.performance import local_registry
+from bench.pull_ready import extraction_seconds
 from torchenv import PROJECT_ROOT, engine
 from torchenv.model.matrix import load_matrix
 from torchenv.model.settings import Settings
@@ -49,15 +50,6 @@ def load_trial(archive: Path, reference: str) -> dict[str, Any]:
             client.containers.run(reference, pull_ready.VERIFY, network_mode="none", remove=True)
             ready = time.perf_counter() - start
         return {"loaded": loaded, "ready": ready, "page_cache_dropped": dropped} | sampler.summary()
-
-
-def extraction_seconds(trial: dict[str, Any]) -> dict[str, float]:
-    """Per layer (short ID): from its extraction's start to its pull's end."""
-    return {
-        layer[:12]: events["Pull complete"] - events["Extracting"]
-        for layer, events in trial["layers"].items()
-        if "Extracting" in events and "Pull complete" in events
-    }
 
 
 def main() -> None:

@@ -268,7 +268,8 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
         return {"unavailable": str(reason)}
     with local_registry() as registry, tempfile.TemporaryDirectory(prefix="pull-bench-", dir=ROOT.parent) as work:
         ours, theirs = f"{registry}/{REPOSITORY}:torchenv", f"{registry}/{REPOSITORY}:naive"
-        zstd_push.push(engine.get().require_image(image).id, [ours], registry, Path(work), level)
+        image_id = engine.get().require_image(image).id
+        zstd_push.push(image_id, [ours], registry, Path(work), level)
         blobs = sorted((Path(work) / "zstd-layers").glob("*.zst"))
         push_gzip(naive, registry, REPOSITORY, "naive")
         trials: dict[str, list[dict[str, Any]]] = {"torchenv": [], "naive": []}
@@ -281,7 +282,7 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
         if floor_pairs:
             uncompressed = f"{registry}/{REPOSITORY}:uncompressed"
             try:
-                layers = uncompressed_push.push(engine.get().require_image(image).id, uncompressed, Path(work))
+                layers = uncompressed_push.push(image_id, uncompressed, Path(work))
                 floor_trials = engine_floor(ours, uncompressed, layers, floor_pairs)
             except uncompressed_push.NotPushed as reason:
                 print(f"bench: {reason}; the engine's floor is left out", file=sys.stderr)
@@ -315,38 +316,46 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
     }
 
 
+def _times_row(label: str, trials: list[dict[str, Any]]) -> str:
+    """Median, min-max and what bound them, of the trials' seconds to ready."""
+    ready = [t["ready"] for t in trials]
+    bound = "/".join(sorted({t["bound"] for t in trials}))
+    return f"| {label} | {statistics.median(ready):.1f} | {min(ready):.1f}-{max(ready):.1f} | {bound} |"
+
+
 def _row(label: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[str]:
     a, b = [t["ready"] for t in ours], [t["ready"] for t in theirs]
     ratios = [x / y for x, y in zip(a, b, strict=True)]
-    bound = "/".join(sorted({t["bound"] for t in ours})), "/".join(sorted({t["bound"] for t in theirs}))
     return [
-        f"| {label}: torchenv | {statistics.median(a):.1f} | {min(a):.1f}-{max(a):.1f} | {bound[0]} |",
-        f"| {label}: naive | {statistics.median(b):.1f} | {min(b):.1f}-{max(b):.1f} | {bound[1]} |",
+        _times_row(f"{label}: torchenv", ours),
+        _times_row(f"{label}: naive", theirs),
         f"| {label}: ratio (median of ready) | {statistics.median(a) / statistics.median(b):.2f} | per pair: "
         + ", ".join(f"{r:.2f}" for r in ratios)
         + f" | {sum(r <= 0.5 for r in ratios)} of {len(ratios)} pairs <= 0.5 |",
     ]
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def extraction_seconds(trial: dict[str, Any]) -> dict[str, float]:
+    """Per layer (short ID): from its extraction's start to its pull's end."""
+    return {
+        layer[:12]: events["Pull complete"] - events["Extracting"]
+        for layer, events in trial["layers"].items()
+        if "Extracting" in events and "Pull complete" in events
+    }
 
 
 def registration_seconds(floor_trials: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
     """Per layer of the uncompressed image (bottom first; those of a megabyte or more): its
     facts and the median seconds from its extraction's start to its pull's end. An
     uncompressed layer's blob digest is its diff ID, which the pull's events name."""
+    per_trial = [extraction_seconds(t) for t in floor_trials["uncompressed"]]
     seconds = []
     for layer in floor_trials.get("layers", []):
         if layer["bytes"] < 1 << 20:
             continue
         short = layer["diff_id"].removeprefix("sha256:")[:12]
-        spans = [
-            events["Pull complete"] - events["Extracting"]
-            for t in floor_trials["uncompressed"]
-            if (events := t["layers"].get(short)) and "Extracting" in events and "Pull complete" in events
-        ]
-        seconds.append((layer, _median(spans)))
+        spans = [spans[short] for spans in per_trial if short in spans]
+        seconds.append((layer, statistics.median(spans) if spans else float("nan")))
     return seconds
 
 
@@ -354,10 +363,8 @@ def _floor_lines(floor_trials: dict[str, Any], naive: list[dict[str, Any]]) -> t
     """The engine's floor as table rows, and the sentence on its layers."""
     ours, bare = [t["ready"] for t in floor_trials["torchenv"]], [t["ready"] for t in floor_trials["uncompressed"]]
     ratios = [a / b for a, b in zip(ours, bare, strict=True)]
-    bound = "/".join(sorted({t["bound"] for t in floor_trials["uncompressed"]}))
     rows = [
-        f"| classic store: torchenv, layers uncompressed (nothing to decode) | {statistics.median(bare):.1f} | "
-        f"{min(bare):.1f}-{max(bare):.1f} | {bound} |",
+        _times_row("classic store: torchenv, layers uncompressed (nothing to decode)", floor_trials["uncompressed"]),
         f"| classic store: zstd / uncompressed (median of ready, {len(ratios)} ABBA pairs) | "
         f"{statistics.median(ours) / statistics.median(bare):.2f} | per pair: " + ", ".join(f"{r:.2f}" for r in ratios) + " | |",
     ]
