@@ -120,7 +120,10 @@ def main() -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if not args.skip_pull:
         earlier = results.get("pull", {})
-        results["pull"] = pull_ready.measure(image, naive, settings.zstd_level, args.pairs, args.containerd_pairs, args.floor_pairs)
+        # The floor is a classic-store row, set against the classic pairs' naive trials: with
+        # --pairs 0 it stays from the same earlier run as they do.
+        floor_pairs = args.floor_pairs if args.pairs else 0
+        results["pull"] = pull_ready.measure(image, naive, settings.zstd_level, args.pairs, args.containerd_pairs, floor_pairs)
         if args.pairs == 0:
             results["pull"] = with_earlier_classic_rows(results["pull"], earlier, measured_before)
         results["pull"].setdefault("measured", results["measured"])
@@ -151,7 +154,7 @@ def with_earlier_classic_rows(fresh: dict[str, Any], earlier: dict[str, Any], me
         "configuration": before.get("configuration", earlier.get("configuration")),
     }
     kept = {"trials": earlier["trials"], "floor": earlier["floor"], "classic": classic}
-    if not fresh.get("engine_floor") and earlier.get("engine_floor"):
+    if earlier.get("engine_floor"):
         kept["engine_floor"] = earlier["engine_floor"]
     return fresh | kept
 

@@ -33,6 +33,7 @@ from bench import uncompressed_push
 from bench.performance import local_registry, push_gzip
 from bench.uncompressed_push import LayerFacts
 from torchenv import engine
+from torchenv.errors import TorchenvError
 from torchenv.pipeline import zstd_push
 
 ROOT = Path("/var/lib/torchenv-bench-engine")
@@ -284,7 +285,9 @@ def measure(image: str, naive: str, level: int, pairs: int, containerd_pairs: in
             try:
                 layers = uncompressed_push.push(image_id, uncompressed, Path(work))
                 floor_trials = engine_floor(ours, uncompressed, layers, floor_pairs)
-            except uncompressed_push.NotPushed as reason:
+            # The classic pairs are done: a floor that cannot be measured is left out with its
+            # reason rather than ending the bench and losing them.
+            except (uncompressed_push.NotPushed, Unavailable, TorchenvError, RuntimeError, docker.errors.DockerException) as reason:
                 print(f"bench: {reason}; the engine's floor is left out", file=sys.stderr)
                 floor_trials = {"unavailable": str(reason)}
         store: dict[str, Any] = {"torchenv": [], "naive": []}

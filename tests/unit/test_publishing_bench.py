@@ -121,6 +121,11 @@ def test_a_containerd_only_run_keeps_the_classic_rows_with_their_own_engine_and_
     assert "engine_floor" not in merged
     floored = publishing.with_earlier_classic_rows(fresh, earlier | {"engine_floor": {"torchenv": [trial(32)]}}, None)
     assert floored["engine_floor"] == {"torchenv": [trial(32)]}
+    # ... and over a floor this run could not measure: it belongs with the earlier naive trials.
+    refused = fresh | {"engine_floor": {"unavailable": "skopeo refused"}}
+    assert publishing.with_earlier_classic_rows(refused, earlier | {"engine_floor": {"torchenv": [trial(32)]}}, None)["engine_floor"] == {
+        "torchenv": [trial(32)]
+    }
     # Nothing earlier to keep: the fresh result as it is.
     assert publishing.with_earlier_classic_rows(fresh, {}, None) is fresh
 
