@@ -357,7 +357,7 @@ def registration_seconds(floor_trials: dict[str, Any]) -> list[tuple[dict[str, A
         if layer["bytes"] < 1 << 20:
             continue
         short = layer["diff_id"].removeprefix("sha256:")[:12]
-        spans = [spans[short] for spans in per_trial if short in spans]
+        spans = [trial_spans[short] for trial_spans in per_trial if short in trial_spans]
         seconds.append((layer, statistics.median(spans) if spans else float("nan")))
     return seconds
 
