@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
+# usage: ensure-host.sh [core|publishing|emulation|test]   (default: core; ./invokew picks
+# the set by the task it runs)
 # Makes this machine able to build and run torchenv images. Needed everywhere: a Docker
 # engine >= 23 with buildx and compose v2, running, and Python 3 with venv. On Debian
-# hosts (as root) it installs those and what some tasks use: mmdebstrap (else the base
-# is made by mmdebstrap in a container), the distribution registry and skopeo (tests,
-# zstd pushes), qemu (arm64 images on amd64), Podman (its tests). Elsewhere (macOS or
-# Windows with Docker Desktop, another Linux) it installs nothing: it checks what is
-# needed, says what is missing, and names the optional parts it goes without. Idempotent.
+# hosts (as root) it installs those and mmdebstrap (else the base is made by mmdebstrap in
+# a container): `core`, all that building and `docker compose run` need, so a first
+# `./invokew demo` installs nothing else. The other sets add what some tasks use:
+# `publishing` the distribution registry, skopeo, zstd and cosign (push, pull,
+# verify-image, repro); `emulation` qemu with its binfmt registration (arm64 images on
+# amd64); `test` all of these and the test tools (shellcheck, Node.js, rootless Podman,
+# with /dev/net/tun opened for it). Elsewhere (macOS or Windows with Docker Desktop,
+# another Linux) it installs nothing: it checks what is needed, says what is missing, and
+# names the optional parts it goes without. Idempotent.
 set -euo pipefail
+
+tool_set=${1:-core}
+case $tool_set in
+  core | publishing | emulation | test) ;;
+  *) printf 'torchenv: error: unknown tool set %q; use core, publishing, emulation or test\n' "$tool_set" >&2; exit 2 ;;
+esac
+wants() { # wants SET: this run's tool set includes SET
+  [ "$tool_set" = test ] || [ "$tool_set" = "$1" ]
+}
 
 log() { printf 'torchenv: %s\n' "$*" >&2; }
 die() { printf 'torchenv: error: %s\n' "$*" >&2; exit 1; }
@@ -46,29 +61,33 @@ install_packages() {
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=("python3>=3.11")
   # Optional: without it the base is made in a container.
   command -v mmdebstrap >/dev/null || optional+=(mmdebstrap)
-  # The tests push to and pull from a real registry (the distribution registry).
-  command -v docker-registry >/dev/null || optional+=(docker-registry)
-  # `invoke push` uploads the zstd layers it compressed through skopeo (the engine pushes
-  # gzip only); `invoke repro --against` reads registries with it.
-  command -v skopeo >/dev/null || optional+=(skopeo)
-  # The bench measures zstd's decode time, the floor of a pull, with the zstd tool.
-  command -v zstd >/dev/null || optional+=(zstd)
-  # `invoke push` signs and attests, `invoke pull` checks, with cosign (Debian 13 packages it).
-  command -v cosign >/dev/null || optional+=(cosign)
-  # The tests check the Slurm batch-script templates with shellcheck.
-  command -v shellcheck >/dev/null || optional+=(shellcheck)
-  # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
-  # (Debian 12 has 18: trixie's then).
-  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null && command -v npm >/dev/null \
-    || optional+=(nodejs)
-  # tests/podman runs the images under rootless Podman (bookworm's 4.3): uidmap maps the
-  # user's IDs, slirp4netns and netavark with aardvark-dns give the networks (with DNS on
-  # compose's internal ddp network), catatonit is --init.
-  { command -v podman && command -v newuidmap && command -v slirp4netns \
-    && [ -x /usr/libexec/podman/catatonit ] && [ -x /usr/lib/podman/netavark ] && [ -x /usr/lib/podman/aardvark-dns ]; } >/dev/null \
-    || optional+=(podman)
+  if wants publishing; then
+    # The tests push to and pull from a real registry (the distribution registry).
+    command -v docker-registry >/dev/null || optional+=(docker-registry)
+    # `invoke push` uploads the zstd layers it compressed through skopeo (the engine pushes
+    # gzip only); `invoke repro --against` reads registries with it.
+    command -v skopeo >/dev/null || optional+=(skopeo)
+    # The bench measures zstd's decode time, the floor of a pull, with the zstd tool.
+    command -v zstd >/dev/null || optional+=(zstd)
+    # `invoke push` signs and attests, `invoke pull` checks, with cosign (Debian 13 packages it).
+    command -v cosign >/dev/null || optional+=(cosign)
+  fi
+  if wants test-tools; then
+    # The tests check the Slurm batch-script templates with shellcheck.
+    command -v shellcheck >/dev/null || optional+=(shellcheck)
+    # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
+    # (Debian 12 has 18: trixie's then).
+    node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null && command -v npm >/dev/null \
+      || optional+=(nodejs)
+    # tests/podman runs the images under rootless Podman (bookworm's 4.3): uidmap maps the
+    # user's IDs, slirp4netns and netavark with aardvark-dns give the networks (with DNS on
+    # compose's internal ddp network), catatonit is --init.
+    { command -v podman && command -v newuidmap && command -v slirp4netns \
+      && [ -x /usr/libexec/podman/catatonit ] && [ -x /usr/lib/podman/netavark ] && [ -x /usr/lib/podman/aardvark-dns ]; } >/dev/null \
+      || optional+=(podman)
+  fi
   # The cpu variant's arm64 image is built and tested here under emulation.
-  if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
+  if wants emulation && [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
     [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || optional+=(qemu-user-static)
     command -v update-binfmts >/dev/null || optional+=(binfmt-support)
     command -v arch-test >/dev/null || optional+=(arch-test)
@@ -150,6 +169,7 @@ start_daemon() {
 # binfmt_misc hands arm64 binaries to qemu; the handler's F flag opens the emulator once,
 # so it works inside containers and mmdebstrap's chroot too.
 enable_arm64_emulation() {
+  wants emulation || return 0
   [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ] || return 0
   local misc=/proc/sys/fs/binfmt_misc
   [ -e "$misc/qemu-aarch64" ] && head -1 "$misc/qemu-aarch64" | grep -q enabled && return 0
@@ -167,6 +187,7 @@ enable_arm64_emulation() {
 # Rootless Podman's networks (slirp4netns) open /dev/net/tun. Without udev (a container
 # host) it stays 0600, root's only; Debian's udev rules make it 0666, as here.
 open_tun_for_rootless_podman() {
+  wants test-tools || return 0
   is_debian_root && command -v podman >/dev/null && [ -c /dev/net/tun ] && [ ! -e /run/udev ] || return 0
   [ "$(stat -c %a /dev/net/tun)" = 600 ] || return 0
   chmod 0666 /dev/net/tun
