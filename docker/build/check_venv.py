@@ -11,6 +11,26 @@ import subprocess
 import sys
 
 
+def build_tool_problems() -> list[str]:
+    """What torch-2.0-era packages assume: pkg_resources (torch 2.0/2.1's cpp_extension and
+    lightning_fabric import it), torch.utils.cpp_extension itself, and ninja, found on the
+    PATH the image gives (the venv's bin), without which cpp_extension builds nothing."""
+    problems = []
+    for module in ("pkg_resources", "torch.utils.cpp_extension"):
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - any failure to import is the finding
+            problems.append(f"import {module} failed ({type(error).__name__}: {error}): the lock needs a setuptools with pkg_resources")
+    os.environ["PATH"] = os.path.join(sys.prefix, "bin") + os.pathsep + os.environ.get("PATH", "")
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.verify_ninja_availability()
+    except Exception as error:  # noqa: BLE001
+        problems.append(f"ninja is not usable ({error}): torch.utils.cpp_extension needs it; the lock must hold ninja")
+    return problems
+
+
 def main() -> int:
     problems = []
     expected = {
@@ -56,6 +76,8 @@ def main() -> int:
                 importlib.import_module(module)
             except Exception as error:  # noqa: BLE001 - any failure to load is the finding
                 problems.append(f"import {module} failed: {error}")
+
+    problems += build_tool_problems()
 
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     if check.returncode != 0:

@@ -24,13 +24,17 @@ def matrix():
     return load_matrix()
 
 
+# numpy 1.x and the build tools every variant pins (compat.BUILD_TOOL_PINS).
+TOOLS = "numpy<2 setuptools>=64,<70 wheel ninja"
+
+
 @pytest.mark.parametrize(
     ("name", "index", "pins"),
     [
-        ("cpu", MIRROR + "cpu", "torch==2.0.1+cpu torchvision==0.15.2+cpu torchaudio==2.0.2+cpu numpy<2"),
-        ("cu117", "", "torch==2.0.1 torchvision==0.15.2 torchaudio==2.0.2 numpy<2"),
-        ("cu118", MIRROR + "cu118", "torch==2.0.1+cu118 torchvision==0.15.2+cu118 torchaudio==2.0.2+cu118 numpy<2"),
-        ("cu121", "", "torch==2.1.2 torchvision==0.16.2 torchaudio==2.1.2 numpy<2 nvidia-nvjitlink-cu12==12.1.105"),
+        ("cpu", MIRROR + "cpu", "torch==2.0.1+cpu torchvision==0.15.2+cpu torchaudio==2.0.2+cpu " + TOOLS),
+        ("cu117", "", "torch==2.0.1 torchvision==0.15.2 torchaudio==2.0.2 " + TOOLS),
+        ("cu118", MIRROR + "cu118", "torch==2.0.1+cu118 torchvision==0.15.2+cu118 torchaudio==2.0.2+cu118 " + TOOLS),
+        ("cu121", "", "torch==2.1.2 torchvision==0.16.2 torchaudio==2.1.2 " + TOOLS + " nvidia-nvjitlink-cu12==12.1.105"),
     ],
 )
 def test_resolved_build_arguments(matrix, name: str, index: str, pins: str, tmp_path) -> None:

@@ -48,12 +48,15 @@ def test_the_sbom_lists_exactly_the_locks_packages_and_the_bases() -> None:
 
 
 def test_what_the_venv_seeds_is_listed_where_no_lock_replaces_it() -> None:
-    """cu121's lock has no setuptools: the venv keeps the one Debian's wheel package seeded."""
+    """Every lock has its own setuptools (with pkg_resources, compat.BUILD_TOOL_PINS): the
+    venv keeps only the pip that Debian's wheel package seeded."""
     document, _ = made("cu121")
     listed = sbom.packages_in(document, "pypi")
-    assert listed["setuptools"] == "66.1.1" and listed["pip"] == "23.0.1"
-    seeded = next(component for component in document["components"] if component["name"] == "setuptools")
-    assert seeded["properties"] == [{"name": "torchenv:seeded-from", "value": "deb python3-setuptools-whl 66.1.1-1+deb12u2"}]
+    locked = pins((PROJECT_ROOT / "images" / "locks" / "cu121.txt").read_text())
+    assert listed["setuptools"] == locked["setuptools"] and listed["pip"] == "23.0.1"
+    by_name = {component["name"]: component for component in document["components"]}
+    assert by_name["pip"]["properties"] == [{"name": "torchenv:seeded-from", "value": "deb python3-pip-whl 23.0.1+dfsg-1"}]
+    assert "torchenv:seeded-from" not in json.dumps(by_name["setuptools"].get("properties", []))
 
 
 def test_each_python_package_carries_the_locks_hashes_and_its_index() -> None:

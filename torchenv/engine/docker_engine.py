@@ -23,7 +23,7 @@ import docker.errors
 import docker.types
 import requests
 
-from torchenv.engine.requests import HARDENED_TMPFS, BuildRequest, BuildResult, CacheRecord, ImageFacts, RunOptions, RunResult
+from torchenv.engine.requests import BuildRequest, BuildResult, CacheRecord, ImageFacts, RunOptions, RunResult
 from torchenv.errors import TorchenvError
 
 DAEMON_DOWN = (
@@ -295,7 +295,7 @@ class DockerEngine:
             config |= {
                 "network_mode": "none",
                 "read_only": True,
-                "tmpfs": dict(HARDENED_TMPFS),
+                "tmpfs": dict(options.tmpfs),
                 "cap_drop": ["ALL"],
                 "security_opt": ["no-new-privileges"],
             }

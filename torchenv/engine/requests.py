@@ -90,13 +90,16 @@ class RunOptions:
     # The size of /dev/shm ("12g"), where DataLoader workers hand over their batches;
     # None: the engine's 64 MB.
     shm_size: str | None = None
+    # The hardened run's tmpfs mounts, path -> options; Docker's own default for a bare
+    # `--tmpfs /tmp` is noexec, where torch cannot load what it compiles.
+    tmpfs: Mapping[str, str] = field(default_factory=lambda: dict(HARDENED_TMPFS))
 
     def cli_flags(self) -> list[str]:
         """The same run as `docker run` flags (for an interactive run, which needs the CLI's TTY)."""
         flags = ["--platform", self.platform] if self.platform else []
         if self.hardened:
             flags += ["--network", "none", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-            flags += [flag for path, mode in HARDENED_TMPFS.items() for flag in ("--tmpfs", f"{path}:{mode}")]
+            flags += [flag for path, mode in self.tmpfs.items() for flag in ("--tmpfs", f"{path}:{mode}")]
         flags += ["--user", self.user] if self.user else []
         flags += [flag for key, value in self.environment.items() for flag in ("--env", f"{key}={value}")]
         flags += [flag for host, (inside, mode) in self.volumes.items() for flag in ("--volume", f"{host}:{inside}:{mode}")]

@@ -23,6 +23,13 @@ class TorchRelease:
     pypi_extra_pins: tuple[str, ...] = ()
 
 
+# What every torch-2.0-era package assumes a venv has, and so every variant's lock holds:
+# setuptools with pkg_resources (torch 2.0/2.1's torch.utils.cpp_extension imports
+# `packaging` from it, which setuptools 70 stopped exporting; lightning_fabric declares its
+# namespace with it; setuptools 81 removed pkg_resources), wheel, and ninja (PyPI's wheel),
+# without which cpp_extension builds nothing (custom ops, DeepSpeed's ops).
+BUILD_TOOL_PINS = ("setuptools>=64,<70", "wheel", "ninja")
+
 # torch 2.1's nvidia-cusparse-cu12 asks for nvidia-nvjitlink-cu12 without a version, so a
 # resolver takes the newest 12.x; the one released with CUDA 12.1 is what torch was tested with.
 NVJITLINK_12_1 = ("nvidia-nvjitlink-cu12==12.1.105",)

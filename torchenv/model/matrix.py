@@ -99,7 +99,8 @@ class Variant:
     def requirements(self) -> list[str]:
         """The top-level pins pip installs (before locks exist, the resolver fills in the rest).
 
-        numpy<2: torch 2.0/2.1 were compiled against NumPy 1.x and break with NumPy 2.
+        numpy<2: torch 2.0/2.1 were compiled against NumPy 1.x and break with NumPy 2. The
+        build tools (setuptools with pkg_resources, wheel, ninja): see compat.BUILD_TOOL_PINS.
         """
         release = compat.TORCH_RELEASES[self.torch_release]
         extra = list(release.pypi_extra_pins) if self.wheel_source == compat.PYPI and self.is_cuda else []
@@ -108,6 +109,7 @@ class Variant:
             f"torchvision=={self.torchvision}",
             f"torchaudio=={self.torchaudio}",
             "numpy<2",
+            *compat.BUILD_TOOL_PINS,
             *extra,
         ]
 

@@ -44,5 +44,6 @@ def require_runnable(platform: str, binfmt_misc: Path = BINFMT_MISC) -> None:
         handler = f"qemu-{MACHINES.get(platform, 'unknown')}"
         raise TorchenvError(
             f"{platform} binaries cannot run on this {host_platform()} host: no enabled {handler} binfmt_misc handler; "
-            "run ./invokew once (it installs qemu-user-static and binfmt-support and enables it) or build on a native host"
+            "run the task through ./invokew (with --platform linux/arm64 it installs qemu-user-static and binfmt-support "
+            "and enables them) or build on a native host"
         )

@@ -21,7 +21,7 @@ from torchenv.errors import TorchenvError
 from torchenv.model.trust import PASSWORD_VARIABLE, Signer, Trust
 from torchenv.pipeline.zstd_push import is_local
 
-INSTALL_HINT = "run ./invokew once (it installs Debian 13's cosign), or install cosign 2.x"
+INSTALL_HINT = "run ./invokew push or ./invokew verify-image once (on Debian they install Debian 13's cosign), or install cosign 2.x"
 
 
 class CosignError(TorchenvError):

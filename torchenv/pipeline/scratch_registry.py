@@ -40,7 +40,7 @@ def serving(work_dir: Path, why: str) -> Iterator[ScratchRegistry]:
     if binary is None:
         raise TorchenvError(
             f"{why} needs the distribution registry to run on 127.0.0.1, and neither docker-registry nor registry is installed: "
-            "run ./invokew once (Debian), or install the distribution registry, then rerun"
+            "run ./invokew test or ./invokew push once (on Debian they install it), or install the distribution registry, then rerun"
         )
     work_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="registry-", dir=work_dir))

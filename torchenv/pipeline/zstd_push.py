@@ -42,7 +42,8 @@ def skopeo() -> str:
     found = shutil.which("skopeo")
     if found is None:
         raise TorchenvError(
-            "pushing with zstd layers needs skopeo, which is not installed: run ./invokew once, or push with --compression gzip"
+            "pushing with zstd layers needs skopeo, which is not installed: run ./invokew push once (on Debian it installs skopeo), "
+            "or push with --compression gzip"
         )
     return found
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchenv_app import cluster, distributed, elastic, gpu, support
+from torchenv_app import cluster, codecache, distributed, elastic, gpu, support
 from torchenv_app.support import compile_unsupported
 
 EXIT_OK = 0
@@ -35,6 +35,8 @@ EXIT_SHARED_MEMORY = 9
 EXIT_RENDEZVOUS = 10
 # A process or node of a multi-node job was lost, and torchrun has no restart left.
 EXIT_PROCESS_LOST = 11
+# --compile where compiled code cannot be loaded from any writable place (a noexec /tmp).
+EXIT_NO_EXEC_MOUNT = 12
 
 # "Clearly below": the last epoch's mean loss must be at most this share of the first's.
 REQUIRED_LOSS_RATIO = 0.5
@@ -216,6 +218,8 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
 
     if args.compile and (reason := compile_unsupported()):
         raise TrainError(f"--compile: {reason}", EXIT_USAGE)
+    if args.compile and (problem := codecache.prepare()):
+        raise TrainError(f"--compile: {problem}", EXIT_NO_EXEC_MOUNT)
     main_process = ranks is None or ranks.is_main
     if main_process:
         check_output_dir(args.out)

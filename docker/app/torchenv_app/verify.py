@@ -12,13 +12,15 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 
-from torchenv_app import archs, cluster, gpu, preflight, support
+from torchenv_app import archs, cluster, codecache, gpu, preflight, support
 from torchenv_app.checks import FAIL, OK, SKIP, WARN, Check
 from torchenv_app.support import compile_unsupported
 
@@ -186,6 +188,8 @@ def check_compile() -> Check:
 
     if reason := compile_unsupported():
         return Check("torch.compile", SKIP, reason)
+    if problem := codecache.prepare():
+        return Check("torch.compile", FAIL, problem)
 
     def function(x: torch.Tensor) -> torch.Tensor:
         return torch.sin(x) * 2 + torch.cos(x)
@@ -208,6 +212,39 @@ def check_compile() -> Check:
     return Check("torch.compile", OK, "inductor compiled and matched eager on " + ", ".join(timings))
 
 
+def check_extensions() -> Check:
+    """What torch.utils.cpp_extension (custom ops, DeepSpeed's ops, packages built against
+    torch) needs at run time: pkg_resources, ninja, a C++ compiler, a writable place to load
+    the built library from; nvcc for CUDA sources (the devel flavour). Compiling one takes
+    half a minute, so this check does not (the image tests do)."""
+    in_image = bool(expected("variant"))
+    if problem := codecache.prepare():
+        return Check("extensions", FAIL, problem)
+    try:
+        import pkg_resources  # noqa: F401 - torch 2.0/2.1's cpp_extension imports it
+        from torch.utils import cpp_extension
+    except Exception as error:  # any failure to import is the finding
+        return Check("extensions", FAIL, f"torch.utils.cpp_extension does not import ({type(error).__name__}: {error})")
+    missing = []
+    ninja = shutil.which("ninja")
+    if ninja is None:
+        missing.append("ninja (pip install ninja)")
+    compiler = os.environ.get("CXX") or "c++"
+    if shutil.which(compiler) is None:
+        missing.append(f"a C++ compiler ({compiler})")
+    if missing:
+        return Check("extensions", FAIL if in_image else WARN, "cpp_extension cannot build: no " + " and no ".join(missing))
+    version = subprocess.run([ninja, "--version"], capture_output=True, text=True, check=False).stdout.strip()  # type: ignore[list-item]
+    where = os.environ.get("TORCH_EXTENSIONS_DIR", "its default folder")
+    if cpp_extension.CUDA_HOME:
+        cuda = f"CUDA sources with the nvcc of {cpp_extension.CUDA_HOME}"
+    elif expected("cuda") not in ("", "none"):
+        cuda = f"C++ only (CUDA sources need nvcc: the {expected('variant')}-devel image has it)"
+    else:
+        cuda = "C++ only"
+    return Check("extensions", OK, f"ninja {version}, {compiler}, built in {where}; {cuda}")
+
+
 CHECKS: list[Callable[[], Check]] = [
     check_python,
     check_packages,
@@ -219,6 +256,7 @@ CHECKS: list[Callable[[], Check]] = [
     check_matmul,
     check_numpy_bridge,
     check_compile,
+    check_extensions,
 ]
 
 
