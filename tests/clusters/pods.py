@@ -6,8 +6,9 @@ kubelet makes it, from the template's own fields:
 - the pod's and the container's securityContext: runAsUser/runAsGroup, fsGroup (a
   supplementary group owning every volume), readOnlyRootFilesystem, dropped capabilities,
   allowPrivilegeEscalation: false (no-new-privileges);
-- volumes: an emptyDir is an empty directory writable by all (a memory one a tmpfs of its
-  sizeLimit; at /dev/shm, the container's /dev/shm of that size); a persistentVolumeClaim is
+- volumes: an emptyDir is an empty directory writable by all, from which programs may run
+  (the kubelet mounts none noexec: torch loads the code it compiles there), here an exec
+  tmpfs of its sizeLimit (Docker's tmpfs mounts are noexec); at /dev/shm, the container's /dev/shm of that size); a persistentVolumeClaim is
   one named volume shared by every pod that claims it (ReadWriteMany), group-owned by fsGroup;
 - the host name `<hostname>` in the domain `<subdomain>.<namespace>.svc.cluster.local`, the
   DNS names its Services give it, and the search path of a pod's resolv.conf, so a short
@@ -85,10 +86,13 @@ def environment(pod: Pod) -> dict[str, str]:
     return {**found, **pod.env}
 
 
-def mounts(pod: Pod, claims: Mapping[str, str]) -> tuple[list[Mount], str | None]:
-    """The container's mounts from the pod's volumes, and the size of its /dev/shm."""
+def mounts(pod: Pod, claims: Mapping[str, str]) -> tuple[list[Mount], dict[str, str], str | None]:
+    """The container's mounts from the pod's volumes, its emptyDirs as tmpfs mounts (path ->
+    options: exec, as an emptyDir is), and the size of its /dev/shm."""
     volumes = {volume["name"]: volume for volume in pod.template["spec"].get("volumes", [])}
-    found, shm_size = [], None
+    found: list[Mount] = []
+    tmpfs: dict[str, str] = {}
+    shm_size = None
     for mount in main_container(pod).get("volumeMounts", []):
         volume, path = volumes[mount["name"]], mount["mountPath"]
         read_only = bool(mount.get("readOnly"))
@@ -97,12 +101,12 @@ def mounts(pod: Pod, claims: Mapping[str, str]) -> tuple[list[Mount], str | None
             if path == "/dev/shm":
                 shm_size = str(size or 64 * 2**20)
                 continue
-            found.append(Mount(path, None, type="tmpfs", read_only=read_only, tmpfs_size=size, tmpfs_mode=0o1777))
+            tmpfs[path] = ",".join(["exec", "mode=1777", *([f"size={size}"] if size else []), *(["ro"] if read_only else [])])
         elif "persistentVolumeClaim" in volume:
             found.append(Mount(path, claims[volume["persistentVolumeClaim"]["claimName"]], type="volume", read_only=read_only))
         else:
             raise AssertionError(f"the emulation has no volume like {volume}")
-    return found, shm_size
+    return found, tmpfs, shm_size
 
 
 def kubernetes_bytes(quantity: str | None) -> int | None:
@@ -155,7 +159,7 @@ class Namespace:
         assert spec.get("restartPolicy") in (None, "Never", "OnFailure")
         own = main.get("securityContext", {})
         user, groups = user_of(pod)
-        found, shm_size = mounts(pod, self.claims)
+        found, tmpfs, shm_size = mounts(pod, self.claims)
         name = f"torchenv-test-{self.tag}-{pod.name}"
         names = [fqdn(pod, self.namespace), *(f"{service}.{self.namespace}.svc.{CLUSTER_DOMAIN}" for service in pod.services)]
         endpoint = self.client.api.create_endpoint_config(aliases=names)
@@ -173,6 +177,7 @@ class Namespace:
             host_config=self.client.api.create_host_config(
                 network_mode=self.network,
                 mounts=found,
+                tmpfs=tmpfs or None,
                 shm_size=shm_size,
                 group_add=groups or None,
                 read_only=bool(own.get("readOnlyRootFilesystem")),

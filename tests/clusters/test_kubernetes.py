@@ -8,6 +8,7 @@ shared claim with torch."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -53,3 +54,28 @@ def test_the_manifests_pods_train_the_model_compose_trains(kind: str, image: str
     assert len({report[4] for report in reports.values()}) == 1, output
     result = json.loads(compared)
     assert result["keys_equal"] and result["max_abs_diff"] <= 1e-5, result
+
+
+# A C++ op built with torch's cpp_extension where the manifest puts torch's caches: the
+# /tmp emptyDir on a read-only root, as the manifest's user.
+LOAD_INLINE = (
+    "import json, torch; from torch.utils.cpp_extension import load_inline; "
+    "m = load_inline(name='k8s_axpy2', cpp_sources='torch::Tensor axpy2(torch::Tensor a, torch::Tensor b) { return a + 2 * b; }', "
+    "functions=['axpy2']); print('RESULT', json.dumps([m.axpy2(torch.ones(3), torch.ones(3)).tolist(), m.__file__]))"
+)
+
+
+def test_a_pod_builds_and_loads_a_cpp_extension_in_its_tmp_empty_dir(image: str, variant: Variant) -> None:
+    documents = kubernetes.manifests(variant, JobSpec("indexed-job", "ext", image, nodes=1, gpus_per_node=0))
+    (pod,) = PODS_OF["indexed-job"](documents)
+    template = json.loads(json.dumps(pod.template))
+    container = template["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    container["command"], container["args"] = ["python", "-c", LOAD_INLINE], []
+    with namespace(NAMESPACE, image) as running:
+        running.start(dataclasses.replace(pod, template=template))
+        ended = running.wait(timeout=600)
+    ((code, logs),) = ended.values()
+    assert code == 0, logs
+    result, built = json.loads(logs.split("RESULT ", 1)[1].splitlines()[0])
+    assert result == [3.0, 3.0, 3.0] and built.startswith("/tmp/torch_extensions/"), logs

@@ -46,13 +46,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     platform whose wheels come from PyPI. The PyTorch-index ones (cpu on amd64, cu118)
     build their project the same way, but their own images need that index, which
     tests/mirror stands in for only for a variant of its own."""
+    if "compat_variant" in metafunc.fixturenames:
+        variants = one_per_torch_release(selected_pypi_variants(metafunc.config))
+        metafunc.parametrize("compat_variant", variants, ids=[variant.build_name for variant in variants], scope="session")
     if "project_variant" not in metafunc.fixturenames:
         return
+    variants = selected_pypi_variants(metafunc.config)
+    metafunc.parametrize("project_variant", variants, ids=[variant.build_name for variant in variants], scope="session")
+
+
+def one_per_torch_release(variants: list[Variant]) -> list[Variant]:
+    """The third-party projects (test_compat.py) run on the first variant selected of each
+    torch release: cu117 and cu121 in a full run, as the launcher tests do; the workflow's
+    job of cu117-py39 selects that one alone, so it runs them there."""
+    first: dict[str, Variant] = {}
+    for variant in variants:
+        first.setdefault(variant.torch_release, variant)
+    return list(first.values())
+
+
+def selected_pypi_variants(config: pytest.Config) -> list[Variant]:
+    """Each variant selected (--variants; all by default) on this host's platform whose
+    wheels come from PyPI."""
     matrix = load_matrix(Settings.load().matrix)
-    chosen = {name.strip() for name in metafunc.config.getoption("--variants").split(",") if name.strip()}
-    variants = [
+    chosen = {name.strip() for name in config.getoption("--variants").split(",") if name.strip()}
+    return [
         variant
         for variant in matrix.every_build()
         if variant.platform == platforms.host_platform() and variant.pytorch_channel is None and (not chosen or variant.name in chosen)
     ]
-    metafunc.parametrize("project_variant", variants, ids=[variant.build_name for variant in variants], scope="session")

@@ -19,7 +19,12 @@ from torchenv.model.settings import Settings
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
 
 # Where each block must appear (a page may show a block more than once; each copy is checked).
-HOMES = {"matrix": "README.md", "settings": "docs/configuration.md", "performance": "docs/performance.md"}
+HOMES = {
+    "matrix": "README.md",
+    "settings": "docs/configuration.md",
+    "performance": "docs/performance.md",
+    "compat": "docs/projects.md",
+}
 
 
 def shown(path: Path) -> str:

@@ -1,7 +1,8 @@
 """The Markdown blocks the docs show between `<!-- NAME:begin -->` and `<!-- NAME:end -->`,
 made from their sources so that no table is a hand copy: the matrix (images/matrix.toml),
-the settings (the Settings dataclass and the comments above its fields) and the latest
-performance figures (bench/results/latest.json). tests/unit/test_docs.py keeps each
+the settings (the Settings dataclass and the comments above its fields), the latest
+performance figures (bench/results/latest.json) and what each third-party project's locks
+install per variant (tests/projects/compat). tests/unit/test_docs.py keeps each
 block in the docs equal to what this module makes.
 
 Print one with `python3 -m torchenv.commands.docsgen NAME` and paste it between its markers.
@@ -18,10 +19,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from torchenv import display_path
+from packaging.requirements import Requirement
+
+from torchenv import PROJECT_ROOT, display_path
 from torchenv.commands import listing
 from torchenv.commands.performance import load_results, measured, verdict
+from torchenv.locking.layering import normalised
+from torchenv.locking.project_locks import read_project_lock
 from torchenv.model.matrix import load_matrix
+from torchenv.model.project import load_project
 from torchenv.model.records import BenchResults
 from torchenv.model.settings import Settings
 
@@ -127,12 +133,40 @@ def performance_table(results: BenchResults | None = None) -> str:
     return "\n".join(lines)
 
 
+# ---- the third-party projects ----------------------------------------------------------
+
+COMPAT_PROJECTS = PROJECT_ROOT / "tests" / "projects" / "compat"
+
+
+def compat_table(folder: Path = COMPAT_PROJECTS) -> str:
+    """Each third-party project (tests/projects/test_compat.py) on each variant: the versions
+    its committed lock for that variant installs, or why there is none."""
+    projects = [load_project(path.parent) for path in sorted(folder.glob("*/pyproject.toml"))]
+    variants = [variant for variant in load_matrix().every_build() if variant.platform == "linux/amd64"]
+    lines = ["| project | " + " | ".join(variant.name for variant in variants) + " |", "| --- |" + " --- |" * len(variants)]
+    for project in projects:
+        named = [normalised(Requirement(text).name) for text in project.dependencies]
+        cells = []
+        for variant in variants:
+            lock = read_project_lock(project, variant)
+            if lock is not None:
+                pins = lock.packages
+                cells.append("locked: " + ", ".join(f"{name} {pins[name]}" for name in named if name in pins))
+            elif variant.pytorch_channel is not None:
+                cells.append(f"not built here (the PyTorch index, {variant.pytorch_channel})")
+            else:
+                cells.append("not locked yet")
+        lines.append(f"| {project.name.removeprefix('compat-')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ---- all of them -------------------------------------------------------------------------
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "matrix": matrix_table,
     "settings": settings_table,
     "performance": performance_table,
+    "compat": compat_table,
 }
 
 

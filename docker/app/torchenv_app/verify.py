@@ -234,7 +234,7 @@ def check_extensions() -> Check:
         missing.append(f"a C++ compiler ({compiler})")
     if missing:
         return Check("extensions", FAIL if in_image else WARN, "cpp_extension cannot build: no " + " and no ".join(missing))
-    version = subprocess.run([ninja, "--version"], capture_output=True, text=True, check=False).stdout.strip()  # type: ignore[list-item]
+    version = subprocess.run([str(ninja), "--version"], capture_output=True, text=True, check=False).stdout.strip()
     where = os.environ.get("TORCH_EXTENSIONS_DIR", "its default folder")
     if cpp_extension.CUDA_HOME:
         cuda = f"CUDA sources with the nvcc of {cpp_extension.CUDA_HOME}"

@@ -1,0 +1,1 @@
+"""A Lightning project as its users write one: data, a LightningModule, a Trainer."""

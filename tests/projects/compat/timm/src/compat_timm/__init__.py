@@ -1,0 +1,1 @@
+"""timm: a registry model, forward and backward, a few optimizer steps."""
