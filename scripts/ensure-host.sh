@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# usage: ensure-host.sh [core|publishing|emulation|test]   (default: core; ./invokew picks
-# the set by the task it runs)
+# usage: ensure-host.sh [SET ...]   SET: core, publishing, emulation or test (default: core;
+# ./invokew picks the sets by the tasks it runs)
 # Makes this machine able to build and run torchenv images. Needed everywhere: a Docker
 # engine >= 23 with buildx and compose v2, running, and Python 3 with venv. On Debian
 # hosts (as root) it installs those and mmdebstrap (else the base is made by mmdebstrap in
@@ -14,13 +14,15 @@
 # names the optional parts it goes without. Idempotent.
 set -euo pipefail
 
-tool_set=${1:-core}
-case $tool_set in
-  core | publishing | emulation | test) ;;
-  *) printf 'torchenv: error: unknown tool set %q; use core, publishing, emulation or test\n' "$tool_set" >&2; exit 2 ;;
-esac
-wants() { # wants SET: this run's tool set includes SET
-  [ "$tool_set" = test ] || [ "$tool_set" = "$1" ]
+tool_sets=" ${*:-core} "
+for tool_set in $tool_sets; do
+  case $tool_set in
+    core | publishing | emulation | test) ;;
+    *) printf 'torchenv: error: unknown tool set %q; use core, publishing, emulation or test\n' "$tool_set" >&2; exit 2 ;;
+  esac
+done
+wants() { # wants SET: this run's tool sets include SET (test includes every set)
+  [[ $tool_sets == *" test "* || $tool_sets == *" $1 "* ]]
 }
 
 log() { printf 'torchenv: %s\n' "$*" >&2; }
@@ -35,7 +37,7 @@ have_engine_tools() {
 is_debian_root() { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }
 
 need_root() {
-  [ "$(id -u)" = 0 ] || die "$1 is missing and installing it needs root: run 'sudo $0' once, or install it yourself ($2)."
+  [ "$(id -u)" = 0 ] || die "$1 is missing and installing it needs root: run 'sudo $0${tool_sets% }' once, or install it yourself ($2)."
 }
 
 # Bookworm's own docker.io (20.10) ignores SOURCE_DATE_EPOCH and has no compose v2;
@@ -72,7 +74,7 @@ install_packages() {
     # `invoke push` signs and attests, `invoke pull` checks, with cosign (Debian 13 packages it).
     command -v cosign >/dev/null || optional+=(cosign)
   fi
-  if wants test-tools; then
+  if wants test; then
     # The tests check the Slurm batch-script templates with shellcheck.
     command -v shellcheck >/dev/null || optional+=(shellcheck)
     # The dev container test runs the reference Dev Containers CLI, which needs Node.js >= 20
@@ -96,7 +98,7 @@ install_packages() {
   if ! is_debian_root; then
     if [ ${#missing[@]} != 0 ]; then
       command -v apt-get >/dev/null && [ "$(id -u)" != 0 ] \
-        && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
+        && die "missing: ${missing[*]}; installing it needs root: run 'sudo $0${tool_sets% }' once, or install Docker Engine >= 23 with buildx and compose v2, and python3-venv, yourself."
       die "missing: ${missing[*]}; install Docker Desktop or Docker Engine >= 23 with buildx and compose v2, and Python >= 3.11 with venv, then rerun."
     fi
     log "not installed (optional, this host is set up by hand): ${optional[*]}; without mmdebstrap the base is made in a container, without docker-registry and skopeo the registry tests, zstd pushes and repro --against cannot run, without zstd the bench shows no floor, without cosign no signed pushes or checked pulls, without shellcheck no check of the Slurm templates, without qemu no arm64 images on amd64, without Node.js >= 20 and npm no dev container test, without podman (with uidmap, slirp4netns, catatonit, netavark and aardvark-dns) no Podman test"
@@ -187,7 +189,7 @@ enable_arm64_emulation() {
 # Rootless Podman's networks (slirp4netns) open /dev/net/tun. Without udev (a container
 # host) it stays 0600, root's only; Debian's udev rules make it 0666, as here.
 open_tun_for_rootless_podman() {
-  wants test-tools || return 0
+  wants test || return 0
   is_debian_root && command -v podman >/dev/null && [ -c /dev/net/tun ] && [ ! -e /run/udev ] || return 0
   [ "$(stat -c %a /dev/net/tun)" = 600 ] || return 0
   chmod 0666 /dev/net/tun

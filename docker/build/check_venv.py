@@ -20,7 +20,8 @@ def build_tool_problems() -> list[str]:
         try:
             importlib.import_module(module)
         except Exception as error:  # noqa: BLE001 - any failure to import is the finding
-            problems.append(f"import {module} failed ({type(error).__name__}: {error}): the lock needs a setuptools with pkg_resources")
+            hint = ": the lock needs a setuptools with pkg_resources (compat.BUILD_TOOL_PINS)" if "pkg_resources" in str(error) else ""
+            problems.append(f"import {module} failed ({type(error).__name__}: {error}){hint}")
     os.environ["PATH"] = os.path.join(sys.prefix, "bin") + os.pathsep + os.environ.get("PATH", "")
     try:
         from torch.utils import cpp_extension

@@ -7,9 +7,10 @@ kubelet makes it, from the template's own fields:
   supplementary group owning every volume), readOnlyRootFilesystem, dropped capabilities,
   allowPrivilegeEscalation: false (no-new-privileges);
 - volumes: an emptyDir is an empty directory writable by all, from which programs may run
-  (the kubelet mounts none noexec: torch loads the code it compiles there), here an exec
-  tmpfs of its sizeLimit (Docker's tmpfs mounts are noexec); at /dev/shm, the container's /dev/shm of that size); a persistentVolumeClaim is
-  one named volume shared by every pod that claims it (ReadWriteMany), group-owned by fsGroup;
+  (the kubelet mounts none noexec, and torch loads the code it compiles there): here an
+  exec tmpfs of its sizeLimit, since Docker's default tmpfs options are noexec (at
+  /dev/shm, the container's /dev/shm of that size); a persistentVolumeClaim is one named
+  volume shared by every pod that claims it (ReadWriteMany), group-owned by fsGroup;
 - the host name `<hostname>` in the domain `<subdomain>.<namespace>.svc.cluster.local`, the
   DNS names its Services give it, and the search path of a pod's resolv.conf, so a short
   name (`job-0.job`, `job-master-0`) resolves as it does in the namespace;

@@ -70,7 +70,7 @@ def test_a_failing_job_fails_sbatch_and_names_the_exit_code(cluster: slurm.Clust
 @pytest.mark.parametrize("kind", sorted(slurm.TEMPLATES))
 def test_the_templates_render_and_pass_shellcheck(kind: str, matrix: Matrix, settings: Settings, tmp_path: Path) -> None:
     if shutil.which("shellcheck") is None:
-        pytest.fail("shellcheck is not installed; ./invokew installs it")
+        pytest.fail("shellcheck is not installed; ./invokew test installs it")
     for variant in (matrix.get("cpu"), matrix.get(matrix.default_variant)):
         script = slurm.write_script(kind, variant, f"ghcr.io/example/torchenv:{variant.name}", 4, 8, tmp_path)
         checked = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(script)], capture_output=True, text=True)
@@ -85,7 +85,7 @@ def test_the_templates_render_and_pass_shellcheck(kind: str, matrix: Matrix, set
 
 def test_the_rehearsal_scripts_pass_shellcheck() -> None:
     if shutil.which("shellcheck") is None:
-        pytest.fail("shellcheck is not installed; ./invokew installs it")
+        pytest.fail("shellcheck is not installed; ./invokew test installs it")
     for script, shell in ((slurm.SLURM_DIR / "train.sbatch", "bash"), (slurm.SLURM_DIR / "slurm-node.sh", "sh")):
         checked = subprocess.run(["shellcheck", f"--shell={shell}", "--severity=style", str(script)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stdout

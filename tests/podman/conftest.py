@@ -218,7 +218,9 @@ def require_tools() -> None:
     found = {tool: Path(tool).exists() if tool.startswith("/") else shutil.which(tool, path=PATH) for tool in TOOLS}
     missing = sorted({package for tool, package in TOOLS.items() if not found[tool]})
     if missing:
-        pytest.fail(f"not installed: {', '.join(missing)}; run ./invokew (scripts/ensure-host.sh installs them on Debian)", pytrace=False)
+        pytest.fail(
+            f"not installed: {', '.join(missing)}; run ./invokew test (scripts/ensure-host.sh installs them on Debian)", pytrace=False
+        )
 
 
 def pause_process(folder: Path) -> int | None:

@@ -26,7 +26,7 @@ class LocalRegistry:
 @pytest.fixture(scope="module")
 def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     if not any(shutil.which(name) for name in scratch_registry.BINARIES):
-        pytest.fail("docker-registry is not installed; ./invokew installs it")
+        pytest.fail("docker-registry is not installed; ./invokew test installs it")
     with scratch_registry.serving(tmp_path_factory.mktemp("registry"), "the registry tests") as registry:
         yield LocalRegistry(registry.address, registry.data)
 
@@ -59,7 +59,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     """Two cosign key pairs, encrypted with a password made for this run; COSIGN_PASSWORD
     holds it while the tests run, as a user's CI would."""
     if shutil.which("cosign") is None:
-        pytest.fail("cosign is not installed; ./invokew installs it")
+        pytest.fail("cosign is not installed; ./invokew test installs it")
     password = "pw-" + os.urandom(12).hex()
     pairs = []
     for name in ("ours", "theirs"):

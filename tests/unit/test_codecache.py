@@ -37,9 +37,9 @@ def test_caches_on_a_noexec_tmp_move_to_the_first_usable_place(monkeypatch: pyte
     environ = {"TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor", "HOME": "/home/u"}
     assert codecache.prepare(environ) is None
     assert {name: environ[name] for name in codecache.CACHES} == {
-        "TORCHINDUCTOR_CACHE_DIR": "/home/u/torchinductor",
-        "TRITON_CACHE_DIR": "/home/u/triton",
-        "TORCH_EXTENSIONS_DIR": "/home/u/torch_extensions",
+        "TORCHINDUCTOR_CACHE_DIR": "/home/u/.torchenv-cache/torchinductor",
+        "TRITON_CACHE_DIR": "/home/u/.torchenv-cache/triton",
+        "TORCH_EXTENSIONS_DIR": "/home/u/.torchenv-cache/torch_extensions",
     }
 
 
@@ -57,6 +57,24 @@ def test_examine_reads_the_mount_of_the_nearest_existing_folder(tmp_path: Path) 
     assert place.writable and place.path.endswith("/not/yet")
 
 
+def test_a_folder_it_may_not_look_into_is_unusable_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(path: str) -> Path:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(codecache, "existing_ancestor", denied)
+    assert codecache.examine("/tmp/private/x") == codecache.Place("/tmp/private/x", False, False)
+
+
+def test_a_refused_load_goes_ahead_once_the_program_gives_an_exec_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    load = codecache.refusing(lambda *args, **kwargs: calls.append(kwargs) or "built", "no place")
+    monkeypatch.setattr(codecache, "examine", places({"/exec"}))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/tmp/torch_extensions")
+    with pytest.raises(codecache.CompiledCodeUnloadable, match=r"^no place$"):
+        load("x")
+    assert load("x", build_directory="/exec/build") == "built" and calls == [{"build_directory": "/exec/build"}]
+
+
 def test_extension_loads_refuse_and_an_uncaught_refusal_is_one_line(tmp_path: Path) -> None:
     """A stand-in torch.utils.cpp_extension, imported through the hook in a fresh Python."""
     package = tmp_path / "torch" / "utils"
@@ -68,6 +86,7 @@ def test_extension_loads_refuse_and_an_uncaught_refusal_is_one_line(tmp_path: Pa
         """
         import sys
         from torchenv_app import codecache
+        codecache.prepare = lambda environ=None: "no place: use --tmpfs /tmp:exec"  # as on a noexec /tmp
         sys.meta_path.insert(0, codecache.RefuseExtensionLoads("no place: use --tmpfs /tmp:exec"))
         sys.excepthook = codecache.one_line_hook(sys.excepthook)
         from torch.utils.cpp_extension import load_inline

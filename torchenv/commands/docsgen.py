@@ -26,6 +26,7 @@ from torchenv.commands import listing
 from torchenv.commands.performance import load_results, measured, verdict
 from torchenv.locking.layering import normalised
 from torchenv.locking.project_locks import read_project_lock
+from torchenv.model import platforms
 from torchenv.model.matrix import load_matrix
 from torchenv.model.project import load_project
 from torchenv.model.records import BenchResults
@@ -142,7 +143,7 @@ def compat_table(folder: Path = COMPAT_PROJECTS) -> str:
     """Each third-party project (tests/projects/test_compat.py) on each variant: the versions
     its committed lock for that variant installs, or why there is none."""
     projects = [load_project(path.parent) for path in sorted(folder.glob("*/pyproject.toml"))]
-    variants = [variant for variant in load_matrix().every_build() if variant.platform == "linux/amd64"]
+    variants = [variant for variant in load_matrix().every_build() if variant.platform == platforms.AMD64]
     lines = ["| project | " + " | ".join(variant.name for variant in variants) + " |", "| --- |" + " --- |" * len(variants)]
     for project in projects:
         named = [normalised(Requirement(text).name) for text in project.dependencies]

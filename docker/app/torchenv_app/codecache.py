@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Each cache variable and the folder it gets under a place of our choosing.
+# Each cache variable and the folder it gets under a place of our choosing (in MOVED_INTO
+# there: a home or working folder is often the user's own project).
 CACHES: dict[str, str] = {
     "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
     "TRITON_CACHE_DIR": "triton",
     "TORCH_EXTENSIONS_DIR": "torch_extensions",
 }
+
+MOVED_INTO = ".torchenv-cache"
 
 FIX = (
     "run the container with --tmpfs /tmp:exec (compose: tmpfs /tmp:exec; Kubernetes: an emptyDir on /tmp), "
@@ -59,13 +62,14 @@ def existing_ancestor(path: str) -> Path:
 
 def examine(path: str) -> Place:
     """Whether compiled code could be written under PATH and loaded from there."""
-    folder = existing_ancestor(path)
     try:
+        folder = existing_ancestor(path)
         flags = os.statvfs(folder).f_flag
-    except OSError:
+    except OSError:  # a folder it may not look into, a working folder that is gone
         return Place(path, False, False)
     writable = not flags & os.ST_RDONLY and os.access(folder, os.W_OK | os.X_OK)
-    return Place(path, writable, not flags & os.ST_NOEXEC)
+    # ST_NOEXEC is Linux's (the images'); elsewhere the app runs as plain Python.
+    return Place(path, writable, not flags & getattr(os, "ST_NOEXEC", 0))
 
 
 def candidates(environ: Mapping[str, str]) -> list[str]:
@@ -98,7 +102,7 @@ def prepare(environ: MutableMapping[str, str] | None = None) -> str | None:
     for path in candidates(environ):
         if examine(path).usable:
             for name in unusable:
-                environ[name] = os.path.join(path, CACHES[name])
+                environ[name] = os.path.join(path, MOVED_INTO, CACHES[name])
             return None
     problems = sorted({place.describe() for place in unusable.values()})
     tried = ", ".join(candidates(environ))
@@ -141,8 +145,14 @@ class CompiledCodeUnloadable(RuntimeError):
 
 
 def refusing(original: Any, problem: str) -> Any:
+    """ORIGINAL, unless compiled code still cannot be loaded when it is called: the program
+    may have pointed TORCH_EXTENSIONS_DIR, or this call's build_directory, at an exec mount."""
+
     @functools.wraps(original)
     def refuse(*args: Any, **kwargs: Any) -> Any:
+        build_directory = kwargs.get("build_directory")
+        if (build_directory and examine(str(build_directory)).usable) or prepare() is None:
+            return original(*args, **kwargs)
         raise CompiledCodeUnloadable(problem)
 
     return refuse

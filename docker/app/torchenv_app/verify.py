@@ -239,7 +239,7 @@ def check_extensions() -> Check:
     if cpp_extension.CUDA_HOME:
         cuda = f"CUDA sources with the nvcc of {cpp_extension.CUDA_HOME}"
     elif expected("cuda") not in ("", "none"):
-        cuda = f"C++ only (CUDA sources need nvcc: the {expected('variant')}-devel image has it)"
+        cuda = "C++ only (CUDA sources need nvcc, which no torchenv image has yet: docs/image.md)"
     else:
         cuda = "C++ only"
     return Check("extensions", OK, f"ninja {version}, {compiler}, built in {where}; {cuda}")

@@ -53,9 +53,8 @@ def main() -> None:
         losses.append(total / (len(labels) // 64))
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), args.out / "weights.pt")
-    op = type(optimizer.ds_opt_adam).__name__ if hasattr(optimizer, "ds_opt_adam") else "?"
-    built = optimizer.ds_opt_adam.__file__ if hasattr(optimizer.ds_opt_adam, "__file__") else ""
-    metrics = {"losses": losses, "deepspeed": deepspeed.__version__, "op": op, "op_file": built}
+    op = getattr(optimizer, "ds_opt_adam", None)
+    metrics = {"losses": losses, "deepspeed": deepspeed.__version__, "op_file": getattr(op, "__file__", "")}
     (args.out / "metrics.json").write_text(json.dumps(metrics))
     print(json.dumps(metrics))
 
