@@ -30,6 +30,8 @@ def project_wanting(folder: Path, name: str, requirement: str) -> Path:
         ("wants-numpy2", "numpy>=2", "requires numpy>=2, but {variant} pins numpy==1.26.4"),
         # A dependency needs another torch (xformers 0.0.23 is built for torch 2.1): uv finds it.
         ("wants-torch21", "xformers==0.0.23", "want torch 2.1.1 (via xformers)"),
+        # Third-party code whose newer line left torch 2.0 behind: Lightning 2.4 needs torch 2.1.
+        ("wants-lightning24", "pytorch-lightning>=2.4", "(via pytorch-lightning"),
     ],
 )
 def test_a_project_moving_a_pinned_package_is_refused_and_nothing_is_tagged(
