@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torchenv_app import checkpoints
+
 # The fault injection of torchenv's own tests: after the epoch named here, once per --out
 # (a marker file there says it happened), this node's processes die of SIGKILL; with
 # TORCHENV_TRAIN_FAIL_NODE=1 the node's torchrun too, as when a machine is lost.
@@ -41,10 +43,11 @@ def own_checkpoint(torch: Any, path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu")
-    except (OSError, RuntimeError, EOFError):
+        # Tensors and plain data only: the shared --out may hold anybody's file.
+        state = checkpoints.load(torch, path)
+    except checkpoints.CheckpointError:
         return None  # written atomically, so only another program's file can be unreadable
-    return state if isinstance(state, dict) and state.get("run_id") == run_id() else None
+    return state if state.get("run_id") == run_id() else None
 
 
 def resume_state(torch: Any, path: Path, rank: int, world_size: int) -> dict[str, Any] | None:

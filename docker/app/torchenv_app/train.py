@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchenv_app import cluster, codecache, distributed, elastic, gpu, support
+from torchenv_app import checkpoints, cluster, codecache, distributed, elastic, gpu, support
 from torchenv_app.support import compile_unsupported
 
 EXIT_OK = 0
@@ -37,6 +37,8 @@ EXIT_RENDEZVOUS = 10
 EXIT_PROCESS_LOST = 11
 # --compile where compiled code cannot be loaded from any writable place (a noexec /tmp).
 EXIT_NO_EXEC_MOUNT = 12
+# --resume from a file that is not a checkpoint of this run's model and seed.
+EXIT_BAD_CHECKPOINT = 13
 
 # "Clearly below": the last epoch's mean loss must be at most this share of the first's.
 REQUIRED_LOSS_RATIO = 0.5
@@ -240,18 +242,33 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks | None = None) -> d
     history: list[dict[str, float]] = []
     state: dict[str, Any] | None = None
     if args.resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device)
+        try:
+            state = checkpoints.load(torch, checkpoint_path, map_location=device)
+        except checkpoints.CheckpointError as error:
+            raise TrainError(f"--resume: {error}; remove it or pass another --out", EXIT_BAD_CHECKPOINT) from None
     elif ranks is not None:
         state = elastic.resume_state(torch, checkpoint_path, ranks.rank, ranks.world_size)
     if state is not None:
-        if state.get("features", FEATURES) != args.features:
+        if state["features"] != args.features:
             raise TrainError(
-                f"--resume: {checkpoint_path} is of a model for --features {state.get('features', FEATURES)}, not {args.features}; "
+                f"--resume: {checkpoint_path} is of a model for --features {state['features']}, not {args.features}; "
                 "pass the same --features or another --out",
                 EXIT_USAGE,
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state["seed"] != args.seed:
+            raise TrainError(
+                f"--resume: {checkpoint_path} was trained with --seed {state['seed']}, not {args.seed}: its data and order differ; "
+                "pass the same --seed or another --out",
+                EXIT_USAGE,
+            )
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise TrainError(
+                f"--resume: {checkpoint_path} does not fit this model ({first}); pass another --out", EXIT_BAD_CHECKPOINT
+            ) from None
         history = state["history"]
         if main_process:
             again = f" (restart {elastic.restart_count()})" if elastic.restart_count() else ""
