@@ -76,6 +76,11 @@ def test_an_expired_or_narrower_entry_accepts_nothing(tmp_path: Path) -> None:
             r"entry 1 \(CVE-1\) expires 'soon'; write a date: expires = 2027-06-30",
         ),
         ("[[accept]\n", r"is not valid TOML"),
+        ('accept = "x"\n', r"accept must be a list of tables"),
+        (
+            '[[accept]]\nid = "CVE-1"\nreason = "r"\nexpires = 2030-01-01T00:00:00\n',
+            r"entry 1 \(CVE-1\) expires datetime.datetime\(2030, 1, 1, 0, 0\); write a date: expires = 2027-06-30",
+        ),
     ],
 )
 def test_a_malformed_allowlist_is_one_line(tmp_path: Path, text: str, message: str) -> None:
@@ -86,8 +91,14 @@ def test_a_malformed_allowlist_is_one_line(tmp_path: Path, text: str, message: s
 def test_what_is_not_a_grype_report_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(TorchenvError, match=r"^the report is not grype's JSON output \(no list of matches\)"):
         audit.findings_of({"bomFormat": "CycloneDX"})
-    with pytest.raises(TorchenvError, match=r"^a match in the report lacks 'artifact'"):
+    with pytest.raises(TorchenvError, match=r"^a match in the report lacks or misshapes 'artifact'"):
         audit.findings_of({"matches": [{"vulnerability": {"id": "CVE-1"}}]})
+    # Malformed in other ways (issue 35): a report that is a string, a fix that is a list.
+    with pytest.raises(TorchenvError, match=r"^the report is not grype's JSON output"):
+        audit.findings_of("matches")  # type: ignore[arg-type]
+    broken_fix = {"vulnerability": {"id": "CVE-1", "fix": ["1.0"]}, "artifact": {"name": "a", "version": "1"}}
+    with pytest.raises(TorchenvError, match=r"^a match in the report lacks or misshapes"):
+        audit.findings_of({"matches": [broken_fix]})
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(TorchenvError, match=r"broken.json is not JSON \(line 1\)"):
         audit_pipeline.read_report(tmp_path / "broken.json")

@@ -121,8 +121,12 @@ def test_bad_entries_get_one_line_with_the_fix(shipped_matrix, write_matrix, pat
     assert "\n" not in str(caught.value)
 
 
-def test_bad_variant_name(shipped_matrix, write_matrix) -> None:
-    shipped_matrix["variants"]["CU 117"] = shipped_matrix["variants"].pop("cu117")
+@pytest.mark.parametrize("name", ["CU 117", "cu117-", "-cu117", "c" * 41])
+def test_bad_variant_name(shipped_matrix, write_matrix, name: str) -> None:
+    """Each would be refused somewhere later (an image tag, a Kubernetes label value of 63
+    at most, a letter or digit at each end): here, in one line."""
+    shipped_matrix["variants"][name] = shipped_matrix["variants"].pop("cu117")
+    shipped_matrix["default_variant"] = name
     with pytest.raises(TorchenvError, match="a variant name must be lowercase"):
         load_matrix(write_matrix(shipped_matrix))
 

@@ -68,6 +68,13 @@ def test_a_name_becomes_a_tag_component_and_src_is_the_default_python_path(tmp_p
         ('[project]\nname = "x"\n[tool.torchenv]\nsmoke = ["true"]\npython-path = []\n', "python-path must list"),
         ('[project]\nname = "x_"\n[tool.torchenv]\nsmoke = ["true"]\n', "cannot name an image"),
         ('[project]\nname = "base"\n[tool.torchenv]\nsmoke = ["true"]\n', "torchenv's own image names"),
+        # Hostile or malformed files (issue 35): each one line, never a traceback.
+        ('project = "x"\n[tool.torchenv]\nsmoke = ["true"]\n', "project must be a table"),
+        ('tool = 5\n[project]\nname = "x"\n', "tool.torchenv must be a table"),
+        ('[project]\nname = "x"\n[tool]\ntorchenv = "x"\n', "tool.torchenv must be a table"),
+        ('[project]\nname = "x\\n"\n[tool.torchenv]\nsmoke = ["true"]\n', "cannot name an image"),
+        ('[project]\nname = "demo-"\n[tool.torchenv]\nsmoke = ["true"]\n', "cannot name an image"),
+        ('[project]\nname = "%s"\n[tool.torchenv]\nsmoke = ["true"]\n' % ("a" * 41), "cannot name an image"),
     ],
 )
 def test_a_folder_that_is_no_project_fails_in_one_line(tmp_path: Path, pyproject: str | None, said: str) -> None:
@@ -109,6 +116,14 @@ def test_a_python_marker_is_judged_by_the_variants_python_not_the_hosts(tmp_path
     assert lock is not None
     wanted = "\"numpy>=2; python_full_version >= '3.10'\""
     refuse_moves(load_project(project_folder(tmp_path, GOOD.replace('"numpy<2"', wanted))), variant, lock)
+
+
+def test_a_pyproject_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    folder = project_folder(tmp_path, GOOD)
+    (folder / "pyproject.toml").write_bytes(GOOD.encode().replace(b"My_Project", b"My_\xff"))
+    with pytest.raises(TorchenvError, match="is not UTF-8") as raised:
+        load_project(folder)
+    assert "\n" not in str(raised.value)
 
 
 def test_a_missing_folder_is_named() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def severity_rank(severity: str) -> int:
 
 def findings_of(report: dict[str, Any]) -> list[Finding]:
     """The findings of a grype JSON report; anything else fails in one line."""
-    if "matches" not in report or not isinstance(report["matches"], list):
+    if not isinstance(report, dict) or not isinstance(report.get("matches"), list):
         raise TorchenvError("the report is not grype's JSON output (no list of matches); run `grype sbom:FILE -o json`")
     found = []
     for match in report["matches"]:
@@ -79,8 +79,8 @@ def findings_of(report: dict[str, Any]) -> list[Finding]:
                     fixed_in=tuple(str(version) for version in vulnerability.get("fix", {}).get("versions", [])),
                 )
             )
-        except (KeyError, TypeError) as error:
-            raise TorchenvError(f"a match in the report lacks {error}; is it grype's JSON output?") from None
+        except (KeyError, TypeError, AttributeError) as error:
+            raise TorchenvError(f"a match in the report lacks or misshapes {error}; is it grype's JSON output?") from None
     return sorted(set(found), key=lambda finding: (-severity_rank(finding.severity), finding.package, finding.id))
 
 
@@ -92,6 +92,8 @@ def load_allowlist(path: Path) -> list[Acceptance]:
         entries = tomllib.loads(path.read_text()).get("accept", [])
     except tomllib.TOMLDecodeError as error:
         raise TorchenvError(f"{display_path(path)} is not valid TOML ({error})") from None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise TorchenvError(f"{display_path(path)}: accept must be a list of tables ([[accept]] with id, reason and expires)")
     accepted = []
     for number, entry in enumerate(entries, 1):
         missing = [key for key in ("id", "reason", "expires") if not entry.get(key)]
@@ -99,7 +101,8 @@ def load_allowlist(path: Path) -> list[Acceptance]:
             raise TorchenvError(
                 f"{display_path(path)}: entry {number} has no {' and no '.join(missing)}; every accepted finding needs all three"
             )
-        if not isinstance(entry["expires"], date):
+        # A TOML date and time is a datetime, which compares with no date: a date only.
+        if not isinstance(entry["expires"], date) or isinstance(entry["expires"], datetime):
             raise TorchenvError(
                 f"{display_path(path)}: entry {number} ({entry['id']}) expires {entry['expires']!r}; write a date: expires = 2027-06-30"
             )

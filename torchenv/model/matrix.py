@@ -22,7 +22,9 @@ VARIANT_KEYS = (
 OPTIONAL_KEYS = {"allow_unpinned_base": False}
 # What one platform of a variant may set differently (its own wheels and where they come from).
 PER_PLATFORM_KEYS = ("torch", "torchvision", "torchaudio", "wheel_source")
-VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# A variant's name becomes an image tag and a Kubernetes label value (63 at most, a letter
+# or digit at each end), with "-arm64" or a project's name added: 40 leaves room.
+VARIANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{0,38}[a-z0-9])?")
 MMDEBSTRAP_PREFIX = "mmdebstrap:"
 
 
@@ -222,8 +224,11 @@ def parse_matrix(raw: dict[str, Any], where: str, path: Path) -> Matrix:
 def _parse_variant(name: str, defaults: dict[str, Any], table: Any, where: str) -> list[Variant]:
     """The variant once per platform, each checked against what PyTorch built for it."""
     context = f"{where}: [variants.{name}]"
-    if not VARIANT_NAME.match(name):
-        raise TorchenvError(f"{context}: a variant name must be lowercase letters, digits, '.', '_' or '-' (it becomes an image tag)")
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+        raise TorchenvError(
+            f"{context}: a variant name must be lowercase letters, digits, '.', '_' or '-', a letter or digit at each end, "
+            "40 at most (it becomes an image tag and a Kubernetes label value)"
+        )
     _require_table(table, context)
     _reject_unknown(table, VARIANT_KEYS, context)
     merged = {**OPTIONAL_KEYS, **defaults, **table}

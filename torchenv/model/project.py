@@ -21,9 +21,9 @@ NOT_CODE_AT_TOP = frozenset({LOCK_FOLDER, "out", ".env"})
 # Where the project's code lives in its image.
 IMAGE_ROOT = "/opt/project"
 # A component of an image repository's name: torchenv-<name>.
-NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 # torchenv's own repositories (torchenv-base, torchenv-repro-base, the bench's) are no project's.
-RESERVED = re.compile(r"^(?:base|repro|bench|zstd|test)(?:-|$)")
+RESERVED = re.compile(r"(?:base|repro|bench|zstd|test)(?:-.*)?")
 
 
 @dataclass(frozen=True)
@@ -63,26 +63,33 @@ def load_project(folder: Path) -> Project:
             f"--project {shown}: no pyproject.toml there; add one with [project] name and dependencies (see docs/projects.md)"
         )
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise TorchenvError(f"{shown}/pyproject.toml is not UTF-8 (byte {error.start}); save it as UTF-8, as TOML requires") from None
     except tomllib.TOMLDecodeError as error:
         raise TorchenvError(f"{shown}/pyproject.toml is not valid TOML: {error}") from None
-    project = data.get("project") or {}
+    project = data.get("project", {})
+    if not isinstance(project, dict):
+        raise TorchenvError(f"{shown}/pyproject.toml: project must be a table ([project] with name and dependencies)")
     raw_name = project.get("name")
     if not isinstance(raw_name, str) or not raw_name:
         raise TorchenvError(f'{shown}/pyproject.toml has no [project] name; add name = "..." (it names the image)')
     name = re.sub(r"[._]+", "-", raw_name.lower())
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise TorchenvError(
             f"{shown}/pyproject.toml: project name {raw_name!r} cannot name an image; use letters, digits and inner '-' (40 at most)"
         )
-    if RESERVED.match(name):
+    if RESERVED.fullmatch(name):
         raise TorchenvError(f"{shown}/pyproject.toml: project name {raw_name!r} is one of torchenv's own image names; choose another")
     dependencies = project.get("dependencies", [])
     extras = project.get("optional-dependencies", {})
     groups = [dependencies, *extras.values()] if isinstance(extras, dict) else [None]
     if not all(isinstance(group, list) and all(isinstance(entry, str) for entry in group) for group in groups):
         raise TorchenvError(f"{shown}/pyproject.toml: [project] dependencies and optional-dependencies must list requirement strings")
-    settings = data.get("tool", {}).get("torchenv", {})
+    tool = data.get("tool", {})
+    settings = tool.get("torchenv", {}) if isinstance(tool, dict) else None
+    if not isinstance(settings, dict):
+        raise TorchenvError(f"{shown}/pyproject.toml: tool.torchenv must be a table ([tool.torchenv] with smoke = [...])")
     smoke = settings.get("smoke", [])
     if not isinstance(smoke, list) or not smoke or not all(isinstance(part, str) for part in smoke):
         raise TorchenvError(
