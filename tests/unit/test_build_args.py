@@ -124,6 +124,34 @@ def test_settings_from_environment_and_invoke_config() -> None:
         Settings.load({"colour": "blue"}, environ={})
 
 
+@pytest.mark.parametrize(
+    ("overrides", "environ", "said"),
+    [
+        # invoke.yaml's values of the wrong type (issue 35): one line each, never a traceback or a silent default.
+        ({"zstd_level": [1]}, {}, "setting zstd_level must be a whole number, got [1]"),
+        ({"zstd_level": 3.7}, {}, "setting zstd_level must be a whole number, got 3.7"),
+        ({"zstd_level": True}, {}, "setting zstd_level must be a whole number, got True"),
+        ({"matrix": 5}, {}, "setting matrix must be a path, got 5"),
+        ({"min_free_gb": {"a": 1}}, {}, "setting min_free_gb must be a number, got {'a': 1}"),
+        ({"min_free_gb": "nan"}, {}, "setting min_free_gb must be a number, got 'nan'"),
+        ({"min_free_gb": -5}, {}, "setting min_free_gb must be a number of GB, 0 or more"),
+        ({"pytorch_index": 5}, {}, "setting pytorch_index must be text, got 5"),
+        ({"ca_bundle": 5}, {}, "setting ca_bundle must be text, got 5"),
+        ({}, {"TORCHENV_SIGN_KEYLESS": "ture"}, "setting sign_keyless must be true or false"),
+        ({}, {"TORCHENV_ZSTD_LEVEL": "9" * 30}, "setting zstd_level must be a whole number"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_or_range_is_one_line(overrides, environ, said: str) -> None:
+    with pytest.raises(TorchenvError) as raised:
+        Settings.load(overrides, environ=environ)
+    assert str(raised.value).startswith(said) and "\n" not in str(raised.value), str(raised.value)
+
+
+def test_settings_spelled_as_a_user_would_are_read() -> None:
+    settings = Settings.load({"shm_size": 2**30, "min_free_gb": 12, "debian_snapshot": "Yes"}, environ={"TORCHENV_SIGN_KEYLESS": "off"})
+    assert (settings.shm_size, settings.min_free_gb, settings.debian_snapshot, settings.sign_keyless) == (str(2**30), 12.0, True, False)
+
+
 def test_a_second_build_of_the_same_variant_refuses(matrix, tmp_path) -> None:
     settings = Settings(work_dir=tmp_path)
     with exclusive_build(matrix.get("cu117"), settings):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,45 @@ from torchenv.model.trust import Signer, Trust, signer_from, trust_from
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
 # The PyTorch wheel index, as PyTorch's own install instructions give it.
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+# A YAML number is a size in bytes (shm_size); every other text setting must be text.
+NUMBERS_AS_TEXT = frozenset({"shm_size"})
+
+
+def coerced(name: str, kind: Any, value: Any) -> Any:
+    """VALUE (from the environment: text; from invoke.yaml: any YAML value) as the setting's
+    type, or a one-line error naming the setting, what it got and what it takes."""
+    shown = repr(value)[:80]
+    if kind in ("Path", Path):
+        if not isinstance(value, (str, Path)):
+            raise TorchenvError(f"setting {name} must be a path, got {shown}")
+        return Path(value)
+    if kind in ("bool", bool):
+        if isinstance(value, bool):
+            return value
+        word = value.strip().lower() if isinstance(value, str) else None
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise TorchenvError(f"setting {name} must be true or false ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}), got {shown}")
+    if kind in ("int", int):
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,9}\s*", value):
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TorchenvError(f"setting {name} must be a whole number, got {shown}")
+    if kind in ("float", float):
+        try:
+            number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise TorchenvError(f"setting {name} must be a number, got {shown}")
+        return number
+    if isinstance(value, bool) or (not isinstance(value, str) and not (name in NUMBERS_AS_TEXT and isinstance(value, int))):
+        raise TorchenvError(f"setting {name} must be text, got {shown}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -92,25 +132,15 @@ class Settings:
             if value not in (None, ""):
                 values[name] = value
         for name, value in values.items():
-            kind = known[name].type
-            if kind in ("Path", Path):
-                values[name] = Path(value)
-            elif kind in ("bool", bool) and isinstance(value, str):
-                values[name] = value.strip().lower() in ("1", "true", "yes", "on")
-            elif kind in ("int", int):
-                try:
-                    values[name] = int(value)
-                except ValueError:
-                    raise TorchenvError(f"setting {name} must be a whole number, got {value!r}") from None
-            elif kind in ("float", float):
-                try:
-                    values[name] = float(value)
-                except ValueError:
-                    raise TorchenvError(f"setting {name} must be a number, got {value!r}") from None
+            values[name] = coerced(name, known[name].type, value)
         settings = replace(cls(), **values)
         settings = replace(settings, shm_size=str(settings.shm_size))  # a YAML number is a size in bytes
         if settings.shm_size and not re.fullmatch(r"[1-9]\d*[kmg]?", settings.shm_size.lower()):
             raise TorchenvError(f'setting shm_size must be a size like "8g" or "512m", got {settings.shm_size!r}')
+        if not math.isfinite(settings.min_free_gb) or settings.min_free_gb < 0:
+            raise TorchenvError(
+                f"setting min_free_gb must be a number of GB, 0 or more (0: torchenv's estimate), got {settings.min_free_gb}"
+            )
         if not 1 <= settings.zstd_level <= 22:
             raise TorchenvError(f"setting zstd_level must be between 1 and 22 (zstd's levels), got {settings.zstd_level}")
         signer_from(settings.sign_key, settings.sign_keyless)
