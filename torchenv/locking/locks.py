@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, display_path
+from torchenv import PROJECT_ROOT, display_path, statefiles
 from torchenv.errors import TorchenvError
 from torchenv.locking import sizes, wheels
 from torchenv.model import compat, platforms
@@ -133,7 +133,7 @@ def write_lock(variant: Variant, settings: Settings) -> Path:
         if target.exists() and without_epoch(target.read_text()) == without_epoch(text):
             return target  # nothing changed: keep the file, and with it the images' timestamps
         try:
-            target.write_text(text)
+            statefiles.write_text(target, text)
         except OSError as error:
             raise TorchenvError(
                 f"cannot write the lock of {variant.name} to {display_path(target)} ({error.strerror}); "

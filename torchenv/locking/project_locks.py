@@ -14,7 +14,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from torchenv import display_path
+from torchenv import display_path, statefiles
 from torchenv.errors import TorchenvError
 from torchenv.locking import wheels
 from torchenv.locking.layering import normalised, requirement_entries
@@ -143,7 +143,7 @@ def lock_project(project: Project, variant: Variant, variant_lock: Lock, setting
     if not (target.exists() and without_epoch(target.read_text()) == without_epoch(text)):
         try:
             target.parent.mkdir(exist_ok=True)
-            target.write_text(text)
+            statefiles.write_text(target, text)
         except OSError as error:
             raise TorchenvError(f"cannot write {display_path(target)} ({error.strerror}); make the project folder writable") from None
     lock = read_project_lock(project, variant)

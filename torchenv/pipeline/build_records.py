@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from torchenv import display_path, engine
+from torchenv import display_path, engine, statefiles
 from torchenv.engine import BuildRequest
 from torchenv.errors import TorchenvError
 from torchenv.locking.locks import Lock
@@ -75,9 +75,7 @@ def facts_of_build(
 
 
 def write_record(image_id: str, facts: BuildFacts, settings: Settings) -> None:
-    path = record_path(image_id, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(facts.to_json(), indent=2, sort_keys=True) + "\n")
+    statefiles.write_text(record_path(image_id, settings), json.dumps(facts.to_json(), indent=2, sort_keys=True) + "\n")
 
 
 def read_record(image_id: str, settings: Settings) -> BuildFacts:

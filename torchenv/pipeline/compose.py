@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from torchenv import PROJECT_ROOT, engine
+from torchenv import PROJECT_ROOT, engine, statefiles
 from torchenv.model.settings import Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
@@ -34,7 +34,7 @@ def prepare(env_file: Path = ENV_FILE, out_dir: Path = OUT_DIR, settings: Settin
     if env_file.exists():
         kept = [line for line in env_file.read_text().splitlines() if line.split("=", 1)[0].strip() not in MANAGED_KEYS]
     managed = [f"{key}={value}" for key, value in user_environment(settings).items()]
-    env_file.write_text("\n".join(kept + managed) + "\n")
+    statefiles.write_text(env_file, "\n".join(kept + managed) + "\n")
 
 
 def compose(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from torchenv import display_path, engine
+from torchenv import display_path, engine, statefiles
 from torchenv.errors import TorchenvError
 from torchenv.locking import wheels
 from torchenv.locking.locks import base_list_path, locked_packages, read_lock, write_lock
@@ -40,7 +40,7 @@ def lock_variants(variants: list[Variant], settings: Settings) -> list[str]:
     for suite, platform in sorted({(variant.debian_suite, variant.platform) for variant in lockable if variant.debian_suite}):
         engine.get().require()
         path = base_list_path(suite, settings.lock_dir, platform)
-        path.write_text(package_list(ensure_base(suite, settings, platform), platform))
+        statefiles.write_text(path, package_list(ensure_base(suite, settings, platform), platform))
         done.append(f"recorded the {suite} {platform} base's packages in {display_path(path)}")
     for variant in lockable:
         write_lock(variant, settings)

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Callable
 
-from torchenv import display_path, engine
+from torchenv import display_path, engine, statefiles
 from torchenv.errors import TorchenvError
 from torchenv.locking.locks import read_lock
 from torchenv.model import names, provenance
@@ -43,10 +43,11 @@ def read_digests(settings: Settings) -> dict[str, PushRecord]:
 
 
 def write_digest(name: str, record: PushRecord, settings: Settings) -> None:
-    everything = {key: value.to_json() for key, value in read_digests(settings).items()}
-    everything[name] = record.to_json()
-    settings.digests_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.digests_file.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+    # Two pushes at once each keep the other's record.
+    with statefiles.exclusive(settings.digests_file):
+        everything = {key: value.to_json() for key, value in read_digests(settings).items()}
+        everything[name] = record.to_json()
+        statefiles.write_text(settings.digests_file, json.dumps(everything, indent=2, sort_keys=True) + "\n")
 
 
 def tested_image(variant: Variant, settings: Settings) -> str:

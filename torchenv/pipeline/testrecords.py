@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from torchenv import display_path, statefiles
+from torchenv.errors import TorchenvError
 from torchenv.model.records import TestRecord
 from torchenv.model.settings import Settings
 
@@ -16,16 +18,23 @@ def record_path(image_id: str, settings: Settings) -> Path:
 
 def read_record(image_id: str, settings: Settings) -> TestRecord | None:
     path = record_path(image_id, settings)
-    return TestRecord.from_json(json.loads(path.read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return TestRecord.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+        raise TorchenvError(
+            f"the test record {display_path(path)} is not one torchenv wrote; remove it and run the image's tests again"
+        ) from None
 
 
 def add_result(image_id: str, settings: Settings, test: str, outcome: str) -> None:
     """Records OUTCOME ("passed", "failed" or "skipped") of TEST for IMAGE_ID."""
-    record = read_record(image_id, settings) or TestRecord(image_id)
-    record.add(test, outcome)
     path = record_path(image_id, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record.to_json(), indent=2) + "\n")
+    with statefiles.exclusive(path):
+        record = read_record(image_id, settings) or TestRecord(image_id)
+        record.add(test, outcome)
+        statefiles.write_text(path, json.dumps(record.to_json(), indent=2) + "\n")
 
 
 def passed_record(image_id: str, settings: Settings) -> TestRecord | None:
