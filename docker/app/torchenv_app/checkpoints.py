@@ -6,6 +6,7 @@ by default, running whatever the file names: here only tensors and plain data ar
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ def load(torch: Any, path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """The checkpoint at PATH, read without executing anything in it and checked; any
     other file raises CheckpointError naming it."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch 2.0's weights-only loader warns that TypedStorage is deprecated: its own internals.
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise CheckpointError(f"{path} is not a checkpoint train wrote, or holds more than tensors and plain data ({first})") from None
